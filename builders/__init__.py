@@ -1,0 +1,1 @@
+"""Release profiles -> diskimage-builder -> a bootable appliance image and its manifest."""

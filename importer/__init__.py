@@ -1,0 +1,1 @@
+"""Fetch, verify and cache appliances; boot them under libvirt; update them in place."""

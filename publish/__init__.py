@@ -1,0 +1,1 @@
+"""Publish builds to stores with checksums; labels, promotion and retention."""

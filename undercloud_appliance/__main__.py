@@ -1,0 +1,5 @@
+import sys
+
+from undercloud_appliance.cli import main
+
+sys.exit(main())
