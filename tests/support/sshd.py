@@ -1,0 +1,180 @@
+"""A throwaway sshd on 127.0.0.1, for tests of the ssh (rsync) store.
+
+sshd runs as a child process in ``-D`` mode on a free port with its own
+host key, configuration, pid file and one authorized client key, all in a
+private temporary directory.  ``ssh_command`` is an ``ssh -F <config>``
+command line that trusts exactly that host key and uses that client key;
+pass it to the tool as ``UNDERCLOUD_APPLIANCE_SSH_COMMAND``.
+
+sshd must run as root (it changes to the logging-in user); tests skip when
+that is not possible.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+
+from tests.support.nginx import free_tcp_port
+
+SSHD_BINARY = "/usr/sbin/sshd"
+
+
+class SshServer:
+    """sshd accepting the generated client key for the current user."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.user = getpass.getuser()
+        self._workdir: Path | None = None
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            raise RuntimeError("sshd is not running")
+        return self._workdir
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.workdir / "ssh_config"
+
+    @property
+    def ssh_command(self) -> str:
+        """An ssh command line (like GIT_SSH_COMMAND) that reaches this server."""
+        return f"ssh -F {self.ssh_config}"
+
+    def url(self, path: Path | str) -> str:
+        """``ssh://user@127.0.0.1:port/abs/path`` for a directory on this host."""
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{Path(path).resolve()}"
+
+    def start(self) -> SshServer:
+        if self._process is not None:
+            return self
+        if os.geteuid() != 0:
+            pytest.skip("the test sshd needs root")
+        if shutil.which(SSHD_BINARY) is None or shutil.which("ssh") is None:
+            pytest.skip("openssh-server/openssh-client are not installed")
+        # sshd refuses to start without its privilege separation directory.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self._workdir = Path(tempfile.mkdtemp(prefix="test-sshd-"))
+        workdir = self._workdir
+        for key in ("host_key", "client_key"):
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / key)],
+                check=True,
+            )
+        (workdir / "authorized_keys").write_text((workdir / "client_key.pub").read_text())
+        for _attempt in range(5):
+            self.port = free_tcp_port()
+            self._write_configs()
+            self._process = subprocess.Popen(
+                [SSHD_BINARY, "-D", "-e", "-f", str(workdir / "sshd_config")],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=(workdir / "sshd.log").open("wb"),
+            )
+            if self._wait_until_accepting():
+                return self
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+        log = (workdir / "sshd.log").read_text(errors="replace")
+        raise RuntimeError(f"sshd did not start on 127.0.0.1:\n{log}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        self.port = 0
+
+    def __enter__(self) -> SshServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def run(self, command: str) -> subprocess.CompletedProcess:
+        """Run ``command`` through this server, as the tool would."""
+        return subprocess.run(
+            [*self.ssh_command.split(), "-p", str(self.port), f"{self.user}@127.0.0.1", command],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def _write_configs(self) -> None:
+        workdir = self.workdir
+        (workdir / "sshd_config").write_text(
+            f"""
+Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {workdir / "host_key"}
+PidFile {workdir / "sshd.pid"}
+AuthorizedKeysFile {workdir / "authorized_keys"}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+LogLevel ERROR
+Subsystem sftp internal-sftp
+"""
+        )
+        host_key = (workdir / "host_key.pub").read_text().split()
+        (workdir / "known_hosts").write_text(
+            f"[127.0.0.1]:{self.port} {host_key[0]} {host_key[1]}\n"
+        )
+        (workdir / "ssh_config").write_text(
+            f"""
+Host *
+    IdentityFile {workdir / "client_key"}
+    IdentitiesOnly yes
+    UserKnownHostsFile {workdir / "known_hosts"}
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    BatchMode yes
+    LogLevel ERROR
+"""
+        )
+
+    def _wait_until_accepting(self, timeout: float = 10.0) -> bool:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return False
+            if self.run("true").returncode == 0:
+                return True
+            time.sleep(0.1)
+        return False
+
+
+@pytest.fixture(scope="session")
+def ssh_server() -> Iterator[SshServer]:
+    """One sshd for the test session."""
+    with SshServer() as server:
+        yield server
