@@ -3,7 +3,96 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from undercloud_appliance.errors import ProfileError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the main parser."""
+    register_profile_commands(subparsers)
+    # --- `build` subcommand: register_build_command(subparsers) goes here ---
+    # (owned by the builders/build.py engineer)
+
+
+def register_profile_commands(subparsers: argparse._SubParsersAction) -> None:
+    """``profiles list|show|validate``."""
+    profiles = subparsers.add_parser(
+        "profiles",
+        help="list, show and validate release profiles",
+        description="Release profiles live in release-profiles/ "
+        "(or $UNDERCLOUD_APPLIANCE_PROFILES); see docs/profile-settings.rst.",
+    )
+    profiles.add_argument(
+        "--profiles-dir",
+        type=Path,
+        metavar="DIR",
+        help="release profiles directory (default: $UNDERCLOUD_APPLIANCE_PROFILES "
+        "or the repository's release-profiles/)",
+    )
+    actions = profiles.add_subparsers(dest="profiles_command", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", help="names of the buildable release profiles")
+    listing.set_defaults(func=list_command)
+
+    show = actions.add_parser(
+        "show", help="print a resolved profile with the file:line of each value"
+    )
+    show.add_argument("profile", metavar="NAME", help="release name or path to a .yaml file")
+    show.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"profile": ..., "origins": {"dotted.key": "file:line"}}',
+    )
+    show.set_defaults(func=show_command)
+
+    validate = actions.add_parser(
+        "validate",
+        help="check profiles (schema, elements, templates); one line per profile",
+    )
+    validate.add_argument(
+        "profiles",
+        nargs="*",
+        metavar="NAME",
+        help="release names or .yaml paths (default: every release profile)",
+    )
+    validate.set_defaults(func=validate_command)
+
+
+def list_command(args: argparse.Namespace) -> int:
+    from builders.profiles import list_profiles
+
+    for name in list_profiles(args.profiles_dir):
+        print(name)
+    return 0
+
+
+def show_command(args: argparse.Namespace) -> int:
+    from builders.profiles import load_profile
+    from builders.profiles.show import profile_as_json, profile_as_yaml
+
+    profile = load_profile(args.profile, args.profiles_dir)
+    sys.stdout.write(profile_as_json(profile) + "\n" if args.json else profile_as_yaml(profile))
+    return 0
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    """Print ``ok NAME`` or ``error NAME: <problem>`` per profile; fail if any failed."""
+    from builders.profiles import list_profiles, load_profile, validate_profile_statically
+
+    names = args.profiles or list_profiles(args.profiles_dir)
+    if not names:
+        raise ProfileError("no release profiles to validate")
+    failed = []
+    for name in names:
+        try:
+            validate_profile_statically(load_profile(name, args.profiles_dir))
+        except ProfileError as error:
+            failed.append(name)
+            print(f"error {name}: {error}", flush=True)
+        else:
+            print(f"ok    {name}", flush=True)
+    if failed:
+        raise ProfileError(f"{len(failed)} of {len(names)} profiles invalid: {', '.join(failed)}")
+    return 0
