@@ -1,0 +1,135 @@
+"""The content-addressed image cache.
+
+::
+
+    <cache>/<sha256>.qcow2              verified image, read-only, never written again
+    <cache>/<sha256>.manifest.json      its manifest
+    <cache>/<sha256>.partial            a download in progress (never under the final name)
+    <cache>/<sha256>.partial.json       resume state: URL, ETag/Last-Modified, size
+    <cache>/<sha256>.lock               flock: one download of an image at a time
+    <cache>/builds/<release>/<build-id> the sha256 of that build (lets an import of a
+                                        known build id work without the store)
+
+``$UNDERCLOUD_APPLIANCE_CACHE`` overrides the default
+``~/.cache/undercloud-appliance/images``.  Overlays made by ``import`` use
+cached images as backing files, so ``destroy`` never removes from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from undercloud_appliance.errors import ApplianceError
+from undercloud_appliance.manifest import write_file_atomically
+
+CACHE_ENV = "UNDERCLOUD_APPLIANCE_CACHE"
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+
+
+def default_cache_dir() -> Path:
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return (base / "undercloud-appliance" / "images").resolve()
+
+
+def check_sha256(value: str) -> str:
+    if not SHA256_PATTERN.match(value):
+        raise ApplianceError(f"invalid sha256 {value!r}: expected 64 lower-case hex digits")
+    return value
+
+
+@dataclass(frozen=True)
+class ImageCache:
+    root: Path
+
+    @classmethod
+    def default(cls) -> ImageCache:
+        return cls(default_cache_dir())
+
+    def ensure(self) -> ImageCache:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ApplianceError(f"cache {self.root}: cannot create: {error.strerror}") from None
+        return self
+
+    def image_path(self, sha256: str) -> Path:
+        return self.root / f"{check_sha256(sha256)}.qcow2"
+
+    def manifest_path(self, sha256: str) -> Path:
+        return self.root / f"{check_sha256(sha256)}.manifest.json"
+
+    def partial_path(self, sha256: str) -> Path:
+        return self.root / f"{check_sha256(sha256)}.partial"
+
+    def partial_state_path(self, sha256: str) -> Path:
+        return self.root / f"{check_sha256(sha256)}.partial.json"
+
+    def has_image(self, sha256: str, expected_size: int | None = None) -> bool:
+        """Whether a verified image is cached (and has the expected size)."""
+        try:
+            size = self.image_path(sha256).stat().st_size
+        except FileNotFoundError:
+            return False
+        return expected_size is None or size == expected_size
+
+    @contextlib.contextmanager
+    def locked(self, sha256: str) -> Iterator[None]:
+        """Hold the image's lock: concurrent fetches of one image wait for each other."""
+        self.ensure()
+        lock_path = self.root / f"{check_sha256(sha256)}.lock"
+        with lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def read_partial_state(self, sha256: str) -> dict[str, Any] | None:
+        try:
+            state = json.loads(self.partial_state_path(sha256).read_text())
+        except (OSError, ValueError):
+            return None
+        return state if isinstance(state, dict) else None
+
+    def write_partial_state(self, sha256: str, state: dict[str, Any]) -> None:
+        write_file_atomically(self.partial_state_path(sha256), json.dumps(state).encode())
+
+    def discard_partial(self, sha256: str) -> None:
+        self.partial_path(sha256).unlink(missing_ok=True)
+        self.partial_state_path(sha256).unlink(missing_ok=True)
+
+    def commit_partial(self, sha256: str, manifest_text: str) -> Path:
+        """Move a verified partial download to its final, read-only name."""
+        final = self.image_path(sha256)
+        partial = self.partial_path(sha256)
+        os.chmod(partial, 0o444)
+        write_file_atomically(self.manifest_path(sha256), manifest_text.encode())
+        os.replace(partial, final)
+        self.partial_state_path(sha256).unlink(missing_ok=True)
+        return final
+
+    def remember_build(self, release: str, build_id: str, sha256: str) -> None:
+        index = self.root / "builds" / release
+        index.mkdir(parents=True, exist_ok=True)
+        write_file_atomically(index / build_id, f"{sha256}\n".encode())
+
+    def known_build(self, release: str, build_id: str) -> str | None:
+        """The sha256 of a build fetched before, if its image is still cached."""
+        try:
+            sha256 = (self.root / "builds" / release / build_id).read_text().strip()
+        except OSError:
+            return None
+        if SHA256_PATTERN.match(sha256) and self.has_image(sha256):
+            return sha256
+        return None

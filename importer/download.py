@@ -1,0 +1,315 @@
+"""Download one image into the cache: streamed, hashed on the way, resumable.
+
+The sha256 is computed while the bytes arrive (a hashing thread fed with
+each chunk; hashlib releases the GIL), so there is no second pass over the
+image.  An interrupted download leaves ``<sha>.partial`` and its resume
+state (URL, ETag, Last-Modified, size) in the cache; the next attempt hashes
+the partial prefix it already has (local disk) and asks for the rest with
+``Range`` + ``If-Range``.  A server whose file changed answers ``200`` with
+the whole new file instead of ``206``, and the download restarts from zero:
+old and new bytes are never mixed.  Transient failures (connection reset,
+timeouts, HTTP 5xx) are retried with tenacity, each retry resuming.  The
+partial is renamed to ``<sha>.qcow2`` only after its sha256 matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import requests
+import tenacity
+
+from importer.cache import ImageCache
+from importer.store_reader import StoreReader
+from undercloud_appliance.errors import (
+    ApplianceError,
+    ChecksumError,
+    NetworkError,
+    NotFoundError,
+    StoreError,
+)
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1024 * 1024
+QUEUE_DEPTH = 8
+ATTEMPTS_ENV = "UNDERCLOUD_APPLIANCE_FETCH_ATTEMPTS"
+DEFAULT_ATTEMPTS = 5
+
+
+class TransientDownloadError(Exception):
+    """A failure worth retrying: the partial file is kept and resumed."""
+
+
+@dataclass
+class DownloadResult:
+    path: Path
+    transferred_bytes: int  # over the wire (or copied) by this call
+    resumed_from: int  # bytes of a previous partial that were kept
+
+
+class _Sha256Thread(threading.Thread):
+    """Hash chunks on another thread while the caller receives and writes."""
+
+    def __init__(self) -> None:
+        super().__init__(name="sha256", daemon=True)
+        self.digest = hashlib.sha256()
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUE_DEPTH)
+
+    def run(self) -> None:
+        while (chunk := self.chunks.get()) is not None:
+            self.digest.update(chunk)
+
+    def hexdigest(self) -> str:
+        self.chunks.put(None)
+        self.join()
+        return self.digest.hexdigest()
+
+
+def _attempts() -> int:
+    value = os.environ.get(ATTEMPTS_ENV)
+    if not value:
+        return DEFAULT_ATTEMPTS
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise ApplianceError(f"{ATTEMPTS_ENV}={value!r}: expected an integer") from None
+
+
+def _progress_bar(total: int | None, initial: int, label: str):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=label,
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+        leave=False,
+    )
+
+
+def download_image(
+    store: StoreReader,
+    relpath: str,
+    cache: ImageCache,
+    sha256: str,
+    expected_size: int | None,
+) -> DownloadResult:
+    """Download ``relpath`` into the cache as ``<sha256>.qcow2`` and verify it."""
+    cache.ensure()
+    transferred = 0
+    resumed_from = 0
+
+    def one_attempt() -> str:
+        nonlocal transferred, resumed_from
+        if store.is_local:
+            digest, copied = _copy_local(store.local_path(relpath), cache, sha256, expected_size)
+            transferred += copied
+            return digest
+        digest, received, kept = _http_attempt(store, relpath, cache, sha256, expected_size)
+        transferred += received
+        resumed_from = max(resumed_from, kept)
+        return digest
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TransientDownloadError),
+        stop=tenacity.stop_after_attempt(_attempts()),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=8),
+        before_sleep=lambda state: log.warning(
+            "download interrupted (%s); resuming (attempt %d)",
+            state.outcome.exception(),
+            state.attempt_number + 1,
+        ),
+        reraise=True,
+    )
+    url = store.file_url(relpath)
+    try:
+        digest = retrying(one_attempt)
+    except TransientDownloadError as error:
+        raise NetworkError(
+            f"{url}: download failed after {_attempts()} attempts: {error} "
+            f"(kept {cache.partial_path(sha256).name} to resume)"
+        ) from None
+    if digest != sha256:
+        cache.discard_partial(sha256)
+        raise ChecksumError(
+            f"{url}: sha256 is {digest}, the store published {sha256}; nothing was cached"
+        )
+    return DownloadResult(cache.partial_path(sha256), transferred, resumed_from)
+
+
+def _copy_local(
+    source: Path, cache: ImageCache, sha256: str, expected_size: int | None
+) -> tuple[str, int]:
+    partial = cache.partial_path(sha256)
+    hasher = _Sha256Thread()
+    hasher.start()
+    copied = 0
+    try:
+        with source.open("rb") as reader, partial.open("wb") as writer:
+            bar = _progress_bar(expected_size, 0, source.name)
+            with bar:
+                while chunk := reader.read(CHUNK_SIZE):
+                    hasher.chunks.put(chunk)
+                    writer.write(chunk)
+                    copied += len(chunk)
+                    bar.update(len(chunk))
+            writer.flush()
+            os.fsync(writer.fileno())
+    except FileNotFoundError:
+        hasher.hexdigest()
+        partial.unlink(missing_ok=True)
+        raise NotFoundError(f"{source}: not found in the store") from None
+    except OSError as error:
+        hasher.hexdigest()
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"{source}: cannot copy: {error.strerror}") from None
+    return hasher.hexdigest(), copied
+
+
+def _hash_prefix(path: Path, hasher: _Sha256Thread) -> int:
+    """Feed the bytes already downloaded to the hasher; return their count."""
+    kept = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(4 * CHUNK_SIZE):
+            hasher.chunks.put(chunk)
+            kept += len(chunk)
+    return kept
+
+
+def _http_attempt(
+    store: StoreReader,
+    relpath: str,
+    cache: ImageCache,
+    sha256: str,
+    expected_size: int | None,
+) -> tuple[str, int, int]:
+    """One GET (ranged when a usable partial exists); returns (sha256, received, kept)."""
+    url = store.file_url(relpath)
+    partial = cache.partial_path(sha256)
+    state = cache.read_partial_state(sha256)
+    offset = partial.stat().st_size if partial.exists() else 0
+    validator = (state or {}).get("etag") or (state or {}).get("last_modified")
+    if not state or state.get("relpath") != relpath or not validator or offset == 0:
+        offset = 0
+
+    headers = {}
+    if offset:
+        headers = {"Range": f"bytes={offset}-", "If-Range": validator}
+    try:
+        response = store.request("GET", url, headers=headers, stream=True)
+    except NetworkError as error:
+        raise TransientDownloadError(str(error)) from None
+
+    with response:
+        status = response.status_code
+        if status == 404:
+            raise NotFoundError(f"{url}: not found (HTTP 404)")
+        if status >= 500 or status == 429:
+            raise TransientDownloadError(f"HTTP {status}")
+        if status == 416:
+            # Our partial is longer than the file: it cannot be a prefix of it.
+            cache.discard_partial(sha256)
+            raise TransientDownloadError("HTTP 416 (partial larger than the file)")
+        if status not in (200, 206):
+            raise StoreError(f"{url}: HTTP {status}")
+        if status == 206 and not _range_starts_at(response, offset):
+            cache.discard_partial(sha256)
+            raise TransientDownloadError("server sent a different byte range")
+        if status == 200 and offset:
+            log.info("%s changed on the server (If-Range failed): restarting from zero", url)
+            offset = 0
+
+        total = _total_size(response, offset) or expected_size
+        cache.write_partial_state(
+            sha256,
+            {
+                "relpath": relpath,
+                "url": response.url,
+                "etag": response.headers.get("ETag"),
+                "last_modified": response.headers.get("Last-Modified"),
+                "size": total,
+            },
+        )
+        hasher = _Sha256Thread()
+        hasher.start()
+        received = 0
+        try:
+            mode = "r+b" if offset else "wb"
+            with partial.open(mode) as writer:
+                if offset:
+                    _hash_prefix(partial, hasher)
+                    writer.seek(offset)
+                    writer.truncate()
+                received = _receive(response, writer, hasher, total, offset, url)
+                writer.flush()
+                os.fsync(writer.fileno())
+        except BaseException:
+            hasher.hexdigest()
+            raise
+        digest = hasher.hexdigest()
+    if total is not None and offset + received != total:
+        raise TransientDownloadError(
+            f"connection closed after {offset + received} of {total} bytes"
+        )
+    return digest, received, offset
+
+
+def _receive(
+    response: requests.Response,
+    writer: BinaryIO,
+    hasher: _Sha256Thread,
+    total: int | None,
+    offset: int,
+    url: str,
+) -> int:
+    received = 0
+    bar = _progress_bar(total, offset, url.rsplit("/", 1)[-1])
+    with bar:
+        try:
+            for chunk in response.iter_content(CHUNK_SIZE):
+                hasher.chunks.put(chunk)
+                writer.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise TransientDownloadError(
+                f"connection lost after {offset + received} bytes: {type(error).__name__}"
+            ) from None
+        except requests.exceptions.ChunkedEncodingError:
+            raise TransientDownloadError(
+                f"connection lost after {offset + received} bytes"
+            ) from None
+    return received
+
+
+def _range_starts_at(response: requests.Response, offset: int) -> bool:
+    content_range = response.headers.get("Content-Range", "")
+    # "bytes 1000-1999/2000"
+    try:
+        start = int(content_range.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return False
+    return start == offset
+
+
+def _total_size(response: requests.Response, offset: int) -> int | None:
+    if response.status_code == 206:
+        try:
+            return int(response.headers["Content-Range"].rsplit("/", 1)[1])
+        except (KeyError, IndexError, ValueError):
+            return None
+    length = response.headers.get("Content-Length")
+    return int(length) if length and length.isdigit() else None
