@@ -322,7 +322,8 @@ KERNEL_ARG = r"[A-Za-z0-9_.,:=/+@%-]+"
 EXTENDS_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*"
 DIB_VARIABLE = r"DIB_[A-Z0-9_]+"
 NO_NUL_TEXT = r"[^\x00]*"
-SHELL_COMMAND = r"(?s)[^\x00]*\S[^\x00]*"
+# One line each: the builder hands commands to the image one per line.
+SHELL_COMMAND = r"[^\x00\n\r]*\S[^\x00\n\r]*"
 
 PACKAGE_MANAGERS_BY_FAMILY = {"debian": "apt", "centos": "dnf", "rhel": "dnf"}
 APT_ONLY = ("puddle.package_manager", "apt")
@@ -340,7 +341,8 @@ def package_manager_matches_family(value: Any, data: Mapping[str, Any]) -> str |
 
 
 def _commands(key: str, doc: str) -> Setting:
-    return Setting(key, ListOf(Text(SHELL_COMMAND, "shell command", "shell command")), doc, [])
+    command = Text(SHELL_COMMAND, "shell command (one non-empty line)", "shell command")
+    return Setting(key, ListOf(command), doc, [])
 
 
 SETTINGS: tuple[Setting | Section, ...] = (
