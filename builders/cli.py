@@ -6,14 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from builders.build_command import register_build_command
 from undercloud_appliance.errors import ProfileError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the main parser."""
     register_profile_commands(subparsers)
-    # --- `build` subcommand: register_build_command(subparsers) goes here ---
-    # (owned by the builders/build.py engineer)
+    register_build_command(subparsers)
 
 
 def register_profile_commands(subparsers: argparse._SubParsersAction) -> None:

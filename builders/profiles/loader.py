@@ -204,7 +204,7 @@ def _read_chain(path: Path, directory: Path) -> list[tuple[str, Located]]:
         seen.append(current.resolve())
         chain.append((display, layer))
         extends = layer.value.get("extends")
-        if extends is None:
+        if extends is None or extends.value == "":
             break
         if not isinstance(extends.value, str) or not re.fullmatch(EXTENDS_NAME, extends.value):
             raise ProfileError(

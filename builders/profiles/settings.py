@@ -362,9 +362,10 @@ SETTINGS: tuple[Setting | Section, ...] = (
     Setting("description", Text(NO_NUL_TEXT), "One line for humans.", ""),
     Setting(
         "extends",
-        Text(EXTENDS_NAME, "profile name (relative to release-profiles/, without .yaml)"),
+        Text(f"(?:{EXTENDS_NAME})?", "profile name (relative to release-profiles/, no .yaml)"),
         "The profile this one is based on, relative to ``release-profiles/`` and without "
-        "``.yaml`` (``bases/debian``).  See *Inheritance* above.",
+        "``.yaml`` (``bases/debian``); "
+        " for none.  See *Inheritance* above.",
         "",
     ),
     Section("distro", "The operating system the appliance is built from."),
