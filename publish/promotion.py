@@ -1,0 +1,151 @@
+"""Labels: verify a published build, then point ``<release>/<label>`` at it.
+
+A label moves only after the build is re-verified on the store (all files
+present, every checksum recomputed from the stored bytes) and, when the
+manifest holds a smoke result, only if the smoke test passed; ``force``
+overrides the smoke rule only, is logged and is recorded in the manifest's
+``promotions`` list.  All of it runs under the release lock, so two
+promotions serialise and ``prune`` cannot delete the build meanwhile.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from publish.checksum_files import parse_sums, sha256_hex
+from publish.stores.base import Store
+from undercloud_appliance.errors import ApplianceError, ChecksumError, NotFoundError
+from undercloud_appliance.manifest import dump_manifest, parse_manifest
+from undercloud_appliance.store_layout import (
+    BUILD_ID_NAME,
+    BUILD_ID_PATTERN,
+    IMAGE_NAME,
+    MANIFEST_NAME,
+    MD5_NAME,
+    SHA256_NAME,
+    SUMS_NAME,
+    build_files,
+    build_path,
+    check_build_id,
+    check_label,
+    check_release,
+    label_path,
+)
+
+log = logging.getLogger(__name__)
+
+PREVIOUS_PREFIX = "previous-"
+
+
+def check_promotable_label(label: str) -> str:
+    check_label(label)
+    if label.startswith(PREVIOUS_PREFIX):
+        raise ApplianceError(
+            f"invalid label {label!r}: '{PREVIOUS_PREFIX}<label>' is kept by promote itself"
+        )
+    return label
+
+
+def resolve_label(store: Store, release: str, label: str) -> str:
+    """The immutable build id a label shows (read from ``<label>/BUILD_ID``)."""
+    path = f"{label_path(release, label)}/{BUILD_ID_NAME}"
+    build_id = store.read_bytes(path).decode(errors="replace").strip()
+    if not BUILD_ID_PATTERN.match(build_id):
+        raise ChecksumError(f"{store.display_url.rstrip('/')}/{path}: not a build id")
+    return build_id
+
+
+def verify_published_build(store: Store, release: str, build_id: str) -> dict[str, Any]:
+    """Re-verify a published build from the stored bytes; return its manifest."""
+    build = build_path(release, build_id)
+    where = f"{store.display_url.rstrip('/')}/{build}"
+    try:
+        names = set(store.list_names(build))
+    except NotFoundError:
+        raise NotFoundError(f"{where}: no such build in the store") from None
+    missing = [name for name in build_files() if name not in names]
+    if missing:
+        raise ChecksumError(f"{where}: incomplete build, missing {', '.join(missing)}")
+
+    def text(name: str) -> str:
+        return store.read_bytes(f"{build}/{name}").decode(errors="replace")
+
+    manifest = parse_manifest(text(MANIFEST_NAME), f"{where}/{MANIFEST_NAME}")
+    build_id_bytes = store.read_bytes(f"{build}/{BUILD_ID_NAME}")
+    if build_id_bytes.decode(errors="replace").strip() != build_id:
+        raise ChecksumError(f"{where}/{BUILD_ID_NAME}: does not name {build_id}")
+    if (manifest["build_id"], manifest["release"]) != (build_id, release):
+        raise ChecksumError(f"{where}/{MANIFEST_NAME}: describes another build")
+    sums = parse_sums(text(SUMS_NAME), f"{where}/{SUMS_NAME}")
+    image_sha256 = parse_sums(text(SHA256_NAME), f"{where}/{SHA256_NAME}").get(IMAGE_NAME)
+    image_md5 = parse_sums(text(MD5_NAME), f"{where}/{MD5_NAME}", "md5").get(IMAGE_NAME)
+    expected = manifest["image"]["sha256"]
+    if not sums.get(IMAGE_NAME) == image_sha256 == expected:
+        raise ChecksumError(
+            f"{where}: {SUMS_NAME}, {SHA256_NAME} and {MANIFEST_NAME} disagree on the image sha256"
+        )
+    if sums.get(BUILD_ID_NAME) != sha256_hex(build_id_bytes):
+        raise ChecksumError(f"{where}/{SUMS_NAME}: {BUILD_ID_NAME} checksum does not match")
+    log.info("verifying %s/%s on the store", build, IMAGE_NAME)
+    stored = store.file_digests(f"{build}/{IMAGE_NAME}")
+    if stored.size != manifest["image"]["file_size"]:
+        raise ChecksumError(
+            f"{where}/{IMAGE_NAME}: {stored.size} bytes, manifest says "
+            f"{manifest['image']['file_size']}"
+        )
+    if stored.sha256 != expected:
+        raise ChecksumError(f"{where}/{IMAGE_NAME}: sha256 is {stored.sha256}, expected {expected}")
+    if stored.md5 != image_md5:
+        raise ChecksumError(f"{where}/{IMAGE_NAME}: md5 is {stored.md5}, {MD5_NAME} says otherwise")
+    return manifest
+
+
+def promote(
+    store: Store, release: str, build_id: str, label: str, force: bool = False
+) -> str | None:
+    """Point ``label`` at ``build_id``; return the build it showed before."""
+    check_release(release)
+    check_build_id(build_id)
+    check_promotable_label(label)
+    with store.lock(release):
+        manifest = verify_published_build(store, release, build_id)
+        smoke = manifest.get("smoke")
+        if smoke is not None and not (isinstance(smoke, dict) and smoke.get("passed") is True):
+            if not force:
+                raise ApplianceError(
+                    f"build {build_id}: smoke test did not pass; not promoting to {label!r} "
+                    "(--force overrides)"
+                )
+            log.warning(
+                "promoting %s to %r although its smoke test failed (--force)", build_id, label
+            )
+            _record_forced_promotion(store, release, build_id, label, manifest)
+        previous = store.point_label(release, label, build_id)
+    log.info("%s/%s -> %s (was %s)", release, label, build_id, previous or "unset")
+    return previous
+
+
+def _record_forced_promotion(
+    store: Store, release: str, build_id: str, label: str, manifest: dict[str, Any]
+) -> None:
+    promotions = manifest.get("promotions")
+    if not isinstance(promotions, list):
+        promotions = []
+    promotions.append(
+        {
+            "label": label,
+            "forced": True,
+            "reason": "smoke test did not pass",
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "by": getpass.getuser(),
+        }
+    )
+    manifest["promotions"] = promotions
+    # manifest.json is not in SHA256SUMS for exactly this reason: it is the
+    # build's mutable record, replaced atomically.
+    store.write_bytes(
+        f"{build_path(release, build_id)}/{MANIFEST_NAME}", dump_manifest(manifest).encode()
+    )

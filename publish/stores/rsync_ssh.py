@@ -1,0 +1,301 @@
+"""``ssh://[user@]host[:port]/abs/path`` store: rsync and a POSIX shell over ssh.
+
+- The image is streamed through ``ssh host 'cat > <staging>/undercloud.qcow2'``
+  so its sha256 and md5 are computed in the same (only) local read pass;
+  the server then checks the size and runs ``sha256sum`` on what it holds.
+- Small files (checksums, manifest, BUILD_ID, signature) go with ``rsync``,
+  which writes to a temporary name and renames: atomic by design.
+- Directory commit and labels are ``mv -T`` (rename(2)) and relative
+  symlinks on the server, exactly as for ``file://``; the release lock is
+  ``flock`` on the server, held for as long as an ssh session lives.
+
+The ssh command line comes from ``UNDERCLOUD_APPLIANCE_SSH_COMMAND``
+(like GIT_SSH_COMMAND; default ``ssh``), so keys, known hosts and jump hosts
+are configured the usual way.  The server needs sh, coreutils, flock and rsync.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
+from urllib.parse import urlsplit
+
+import tenacity
+
+from publish.digests import Digests
+from publish.stores.base import Store, staging_name
+from publish.stores.credentials import redact_url
+from undercloud_appliance.errors import (
+    ChecksumError,
+    NetworkError,
+    NotFoundError,
+    StoreError,
+)
+
+log = logging.getLogger(__name__)
+
+SSH_COMMAND_ENV = "UNDERCLOUD_APPLIANCE_SSH_COMMAND"
+LOCK_NAME = ".lock"
+# Exit codes of our remote scripts (ssh itself uses 255).
+MISSING = 44
+EXISTS = 45
+NOT_A_LABEL = 46
+SSH_FAILED = 255
+RSYNC_NETWORK_CODES = frozenset({10, 12, 30, 35, 255})
+RETRY_ATTEMPTS = 4
+
+
+class _SshTransient(Exception):
+    def __init__(self, result: subprocess.CompletedProcess) -> None:
+        super().__init__(_last_line(result.stderr))
+        self.result = result
+
+
+def _last_line(stderr: bytes | str | None) -> str:
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "no error message"
+
+
+def _retrying() -> tenacity.Retrying:
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
+        wait=tenacity.wait_exponential(multiplier=0.25, max=8),
+        retry=tenacity.retry_if_exception_type(_SshTransient),
+        before_sleep=lambda state: log.warning(
+            "ssh to the store failed (%s), retrying", state.outcome.exception()
+        ),
+        reraise=True,
+    )
+
+
+class RsyncSshStore(Store):
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if not parts.hostname or not parts.path.startswith("/"):
+            raise StoreError(f"{redact_url(url)}: expected ssh://[user@]host[:port]/absolute/path")
+        if parts.password is not None:
+            raise StoreError(
+                f"{redact_url(url)}: passwords in ssh:// URLs are not supported; use ssh keys"
+            )
+        self.display_url = redact_url(url)
+        self.root = parts.path.rstrip("/") or "/"
+        self.destination = (
+            f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
+        )
+        self.port = parts.port
+        self.ssh_command = shlex.split(os.environ.get(SSH_COMMAND_ENV) or "ssh")
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _remote(self, path: str) -> str:
+        return shlex.quote(f"{self.root}/{path}" if path else self.root)
+
+    def _where(self, path: str) -> str:
+        return f"{self.display_url.rstrip('/')}/{path}"
+
+    def _ssh_argv(self) -> list[str]:
+        port = ["-p", str(self.port)] if self.port else []
+        return [*self.ssh_command, "-o", "ConnectTimeout=15", *port]
+
+    def _run(
+        self, script: str, where: str, stdin: bytes | None = None, ok: tuple[int, ...] = (0,)
+    ) -> subprocess.CompletedProcess:
+        """Run ``script`` with the server's shell; retry when ssh could not connect."""
+        argv = [*self._ssh_argv(), "--", self.destination, script]
+        try:
+            for attempt in _retrying():
+                with attempt:
+                    result = subprocess.run(argv, input=stdin, capture_output=True, check=False)
+                    if result.returncode == SSH_FAILED:
+                        raise _SshTransient(result)
+        except _SshTransient as error:
+            raise NetworkError(f"{where}: ssh failed after retries: {error}") from None
+        except FileNotFoundError:
+            raise StoreError(f"{self.ssh_command[0]}: ssh client not found") from None
+        if result.returncode == MISSING:
+            raise NotFoundError(f"{where}: not found in the store")
+        if result.returncode not in ok:
+            raise StoreError(f"{where}: {_last_line(result.stderr)}")
+        return result
+
+    # -- Store ------------------------------------------------------------
+
+    def list_names(self, path: str) -> list[str]:
+        result = self._run(
+            f"cd {self._remote(path)} 2>/dev/null || exit {MISSING}; ls -A", self._where(path)
+        )
+        return sorted(name for name in result.stdout.decode().splitlines() if name)
+
+    def read_bytes(self, path: str) -> bytes:
+        remote = self._remote(path)
+        return self._run(
+            f"test -f {remote} || exit {MISSING}; cat {remote}", self._where(path)
+        ).stdout
+
+    def file_size(self, path: str) -> int | None:
+        remote = self._remote(path)
+        try:
+            result = self._run(
+                f"test -f {remote} || exit {MISSING}; stat -L -c %s {remote}", self._where(path)
+            )
+        except NotFoundError:
+            return None
+        return int(result.stdout.decode().strip())
+
+    def file_digests(self, path: str) -> Digests:
+        remote = self._remote(path)
+        result = self._run(
+            f"test -f {remote} || exit {MISSING}; stat -L -c %s {remote} && "
+            f"sha256sum < {remote} && md5sum < {remote}",
+            self._where(path),
+        )
+        size, sha256, md5 = (line.split()[0] for line in result.stdout.decode().splitlines())
+        return Digests(size=int(size), sha256=sha256, md5=md5)
+
+    def make_staging_directory(self, parent: str, final_name: str) -> str:
+        staging = f"{parent}/{staging_name(final_name)}"
+        try:
+            self._run(
+                f"test -d {self._remote('')} || exit {MISSING}; "
+                f"mkdir -p {self._remote(parent)} && mkdir {self._remote(staging)}",
+                self._where(parent),
+            )
+        except NotFoundError:
+            raise NotFoundError(f"{self.display_url}: store directory does not exist") from None
+        return staging
+
+    @contextmanager
+    def open_upload(self, path: str, size: int) -> Iterator[IO[bytes]]:
+        argv = [*self._ssh_argv(), "--", self.destination, f"cat > {self._remote(path)}"]
+        with tempfile.TemporaryFile() as stderr:
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=stderr)
+            assert process.stdin is not None
+            try:
+                yield process.stdin
+                process.stdin.close()
+            except BrokenPipeError:
+                pass  # ssh ended early: its exit code and stderr say why
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
+            returncode = process.wait()
+            if returncode != 0:
+                stderr.seek(0)
+                cause = _last_line(stderr.read())
+                error = NetworkError if returncode == SSH_FAILED else StoreError
+                raise error(f"{self._where(path)}: upload failed: {cause}")
+
+    def write_bytes(self, path: str, content: bytes) -> None:
+        # rsync writes to a temporary name next to the target and renames it.
+        with tempfile.NamedTemporaryFile(prefix="undercloud-appliance-") as local:
+            local.write(content)
+            local.flush()
+            remote_shell = shlex.join(self._ssh_argv())
+            argv = [
+                "rsync",
+                "--chmod=F644",
+                "--timeout=120",
+                "-e",
+                remote_shell,
+                local.name,
+                f"{self.destination}:{self.root}/{path}",
+            ]
+            try:
+                for attempt in _retrying():
+                    with attempt:
+                        result = subprocess.run(argv, capture_output=True, check=False)
+                        if result.returncode in RSYNC_NETWORK_CODES:
+                            raise _SshTransient(result)
+            except _SshTransient as error:
+                raise NetworkError(
+                    f"{self._where(path)}: rsync failed after retries: {error}"
+                ) from None
+            except FileNotFoundError:
+                raise StoreError("rsync: not installed on this host") from None
+            if result.returncode != 0:
+                raise StoreError(f"{self._where(path)}: rsync failed: {_last_line(result.stderr)}")
+
+    def verify_upload(self, path: str, size: int, sha256: str) -> None:
+        digests = self.file_digests(path) if sha256 else None
+        actual_size = digests.size if digests else self.file_size(path)
+        if actual_size != size:
+            raise ChecksumError(
+                f"{self._where(path)}: store holds {actual_size} bytes, expected {size}"
+            )
+        if digests and digests.sha256 != sha256:
+            raise ChecksumError(
+                f"{self._where(path)}: sha256 on the store is {digests.sha256}, expected {sha256}"
+            )
+
+    def commit_directory(self, staging: str, final: str) -> None:
+        source, target = self._remote(staging), self._remote(final)
+        # `sync FILES` makes the data durable before the rename publishes it.
+        result = self._run(
+            f"test -e {target} && exit {EXISTS}; sync {source}/* 2>/dev/null; "
+            f"mv -T {source} {target}",
+            self._where(final),
+            ok=(0, EXISTS),
+        )
+        if result.returncode == EXISTS:
+            raise StoreError(f"{self._where(final)}: already exists in the store")
+
+    def remove_tree(self, path: str) -> None:
+        self._run(f"rm -rf {self._remote(path)}", self._where(path))
+
+    def point_label(self, release: str, label: str, build_id: str) -> str | None:
+        release_dir = self._remote(release)
+        name = shlex.quote(label)
+        previous_name = shlex.quote(f"previous-{label}")
+        build = shlex.quote(build_id)
+        temporary = shlex.quote(staging_name(label))
+        script = f"""
+cd {release_dir} || exit {MISSING}
+test -d {build} || exit {MISSING}
+if [ -e {name} ] && [ ! -L {name} ]; then exit {NOT_A_LABEL}; fi
+old=$(readlink {name} || true)
+if [ -n "$old" ] && [ "$old" != {build} ]; then
+    ln -s "$old" {temporary} && mv -T {temporary} {previous_name} || exit 1
+fi
+ln -s {build} {temporary} && mv -T {temporary} {name} || exit 1
+printf '%s\\n' "$old"
+"""
+        result = self._run(script, self._where(f"{release}/{label}"), ok=(0, NOT_A_LABEL))
+        if result.returncode == NOT_A_LABEL:
+            raise StoreError(f"{self._where(f'{release}/{label}')}: exists and is not a symlink")
+        return result.stdout.decode().strip() or None
+
+    @contextmanager
+    def lock(self, release: str) -> Iterator[None]:
+        lock_file = self._remote(f"{release}/{LOCK_NAME}")
+        # The lock lives as long as this ssh session: closing our end of the
+        # pipe ends `cat`, then flock; a crashed client's session dies too.
+        script = (
+            f"mkdir -p {self._remote(release)} && "
+            f"exec flock {lock_file} sh -c 'echo locked; exec cat >/dev/null'"
+        )
+        argv = [*self._ssh_argv(), "--", self.destination, script]
+        with tempfile.TemporaryFile() as stderr:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
+            )
+            assert process.stdin is not None and process.stdout is not None
+            try:
+                if process.stdout.readline().strip() != b"locked":
+                    process.wait()
+                    stderr.seek(0)
+                    raise NetworkError(
+                        f"{self._where(release)}: cannot take the lock: {_last_line(stderr.read())}"
+                    )
+                yield
+            finally:
+                process.stdin.close()
+                process.wait()

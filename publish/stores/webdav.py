@@ -1,0 +1,401 @@
+"""``http(s)://`` store: a WebDAV server (tested against nginx dav + dav-ext).
+
+- Uploads: PUT under a temporary name, HEAD to check the size, MOVE.
+  A build is staged as a hidden collection and MOVEd to its final name.
+- Labels: WebDAV has no symlinks, so a label is a server-side COPY of the
+  build collection.  The COPY goes to a hidden temporary collection; then
+  the current label is MOVEd to ``previous-<label>`` and the copy is MOVEd
+  to ``<label>``.  MOVE is a rename on the server, so a reader sees the old
+  label, no label (404 for a moment), or the new one: never a label
+  collection holding part of a build.
+- The release lock is a WebDAV LOCK on ``<release>/.lock`` (RFC 4918);
+  a crashed client's lock expires after ``LOCK_TIMEOUT_SECONDS``.
+- Transient failures (connection errors, timeouts, 5xx) are retried with
+  a bounded budget, then reported as NetworkError.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+import tenacity
+
+from publish.digests import Digests, copy_with_digests
+from publish.stores.base import Store, staging_name
+from publish.stores.credentials import redact_url, store_credentials, url_without_userinfo
+from undercloud_appliance.errors import (
+    ChecksumError,
+    NetworkError,
+    NotFoundError,
+    StoreError,
+)
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+LOCK_TIMEOUT_SECONDS = 600
+LOCK_WAIT_SECONDS = 900
+RETRY_ATTEMPTS = 4
+RETRY_BUDGET_SECONDS = 60
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+TIMEOUT = (10, 120)  # connect, read (seconds)
+LOCK_BODY = (
+    '<?xml version="1.0" encoding="utf-8"?>'
+    '<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+    "<D:locktype><D:write/></D:locktype>"
+    "<D:owner>undercloud-appliance</D:owner></D:lockinfo>"
+)
+
+
+class _TransientStatus(Exception):
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def _retrying() -> tenacity.Retrying:
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS)
+        | tenacity.stop_after_delay(RETRY_BUDGET_SECONDS),
+        wait=tenacity.wait_exponential(multiplier=0.25, max=8),
+        retry=tenacity.retry_if_exception_type(
+            (requests.ConnectionError, requests.Timeout, _TransientStatus)
+        ),
+        before_sleep=lambda state: log.warning(
+            "store request failed (%s), retrying", _reason(state.outcome.exception())
+        ),
+        reraise=True,
+    )
+
+
+def _reason(error: BaseException | None) -> str:
+    """A short cause without URLs (which could carry credentials)."""
+    if isinstance(error, _TransientStatus):
+        return str(error)
+    if isinstance(error, requests.Timeout):
+        return "timed out"
+    if isinstance(error, requests.ConnectionError):
+        text = str(error)
+        if "refused" in text:
+            return "connection refused"
+        if "reset" in text:
+            return "connection reset"
+        if "Name or service not known" in text or "resolve" in text:
+            return "host name does not resolve"
+        return "connection failed"
+    return type(error).__name__
+
+
+class WebDavStore(Store):
+    def __init__(self, url: str) -> None:
+        self.display_url = redact_url(url)
+        base = url_without_userinfo(url)
+        self.base_url = base if base.endswith("/") else base + "/"
+        self.session = requests.Session()
+        self.session.auth = store_credentials(url)
+        self.session.headers["User-Agent"] = "undercloud-appliance"
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _url(self, path: str, collection: bool = False) -> str:
+        url = self.base_url + quote(path.strip("/"))
+        return url + "/" if collection and path else url
+
+    def _where(self, path: str) -> str:
+        return f"{self.display_url.rstrip('/')}/{path}"
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        collection: bool = False,
+        ok: tuple[int, ...] = (200, 201, 204, 207),
+        allow: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send one request, retrying transient failures; map errors to ours."""
+        url = self._url(path, collection)
+        kwargs.setdefault("timeout", TIMEOUT)
+        try:
+            for attempt in _retrying():
+                with attempt:
+                    response = self.session.request(method, url, **kwargs)
+                    if response.status_code in TRANSIENT_STATUS:
+                        raise _TransientStatus(response)
+        except (requests.ConnectionError, requests.Timeout, _TransientStatus) as error:
+            raise NetworkError(
+                f"{self._where(path)}: {method} failed after retries: {_reason(error)}"
+            ) from None
+        except requests.RequestException as error:
+            raise NetworkError(f"{self._where(path)}: {method} failed: {_reason(error)}") from None
+        status = response.status_code
+        if status in ok or status in allow:
+            return response
+        if status in (401, 403):
+            raise StoreError(
+                f"{self._where(path)}: {method} refused (HTTP {status}): check "
+                "UNDERCLOUD_APPLIANCE_STORE_USER/PASSWORD or ~/.netrc"
+            )
+        if status == 404:
+            raise NotFoundError(f"{self._where(path)}: not found in the store")
+        raise StoreError(f"{self._where(path)}: {method} failed: HTTP {status} {response.reason}")
+
+    def _destination(self, path: str, collection: bool = False) -> str:
+        return self._url(path, collection)
+
+    def _move(self, source: str, target: str, collection: bool, overwrite: bool) -> int:
+        response = self._request(
+            "MOVE",
+            source,
+            collection=collection,
+            headers={
+                "Destination": self._destination(target, collection),
+                "Overwrite": "T" if overwrite else "F",
+            },
+            allow=(412,),
+        )
+        return response.status_code
+
+    def _make_collection(self, path: str) -> None:
+        # 405: it exists already.  409: its parent is missing.
+        response = self._request("MKCOL", path, collection=True, allow=(405, 409))
+        if response.status_code == 409:
+            raise NotFoundError(
+                f"{self._where(path)}: cannot create: its parent collection does not exist"
+            )
+
+    # -- Store ------------------------------------------------------------
+
+    def list_names(self, path: str) -> list[str]:
+        response = self._request(
+            "PROPFIND", path, collection=True, headers={"Depth": "1"}, ok=(207,)
+        )
+        own_path = urlsplit(self._url(path, collection=True)).path.rstrip("/")
+        names = []
+        for href in ElementTree.fromstring(response.content).iter("{DAV:}href"):
+            href_path = unquote(urlsplit(href.text or "").path).rstrip("/")
+            if href_path != unquote(own_path):
+                names.append(href_path.rsplit("/", 1)[-1])
+        return sorted(names)
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._request("GET", path, ok=(200,)).content
+
+    def file_size(self, path: str) -> int | None:
+        response = self._request("HEAD", path, ok=(200,), allow=(404,))
+        if response.status_code == 404:
+            return None
+        return int(response.headers.get("Content-Length", -1))
+
+    def file_digests(self, path: str) -> Digests:
+        response = self._request("GET", path, ok=(200,), stream=True)
+        with response:
+            response.raw.decode_content = True
+            try:
+                return copy_with_digests(response.raw)
+            except (requests.RequestException, OSError) as error:
+                raise NetworkError(
+                    f"{self._where(path)}: download failed: {_reason(error)}"
+                ) from None
+
+    def make_staging_directory(self, parent: str, final_name: str) -> str:
+        if self._request("PROPFIND", "", headers={"Depth": "0"}, allow=(404,)).status_code == 404:
+            raise NotFoundError(f"{self.display_url}: store collection does not exist")
+        parts = parent.strip("/").split("/")
+        for depth in range(1, len(parts) + 1):
+            self._make_collection("/".join(parts[:depth]))
+        staging = f"{parent}/{staging_name(final_name)}"
+        self._request("MKCOL", staging, collection=True, ok=(201,))
+        return staging
+
+    @contextmanager
+    def open_upload(self, path: str, size: int) -> Iterator[_StreamingBody]:
+        body = _StreamingBody(size)
+        outcome: dict[str, Any] = {}
+
+        def put() -> None:
+            try:
+                outcome["response"] = self.session.put(self._url(path), data=body, timeout=TIMEOUT)
+            except BaseException as error:
+                outcome["error"] = error
+            finally:
+                body.consumer_done.set()
+
+        sender = threading.Thread(target=put, name="webdav-put", daemon=True)
+        sender.start()
+        try:
+            yield body
+            body.finish()
+        except ConnectionAbortedError:
+            # The request ended before the body was sent: report why below.
+            sender.join(timeout=30)
+            if not outcome:
+                raise NetworkError(f"{self._where(path)}: upload failed") from None
+        except BaseException:
+            body.abort()
+            sender.join(timeout=30)
+            raise
+        sender.join()
+        if "error" in outcome:
+            raise NetworkError(
+                f"{self._where(path)}: upload failed: {_reason(outcome['error'])}"
+            ) from None
+        status = outcome["response"].status_code
+        if status in TRANSIENT_STATUS:
+            raise NetworkError(f"{self._where(path)}: upload failed: HTTP {status}")
+        if status not in (200, 201, 204):
+            raise StoreError(f"{self._where(path)}: upload failed: HTTP {status}")
+
+    def write_bytes(self, path: str, content: bytes) -> None:
+        parent, _, name = path.rpartition("/")
+        temporary = f"{parent}/{staging_name(name)}" if parent else staging_name(name)
+        self._request("PUT", temporary, data=content, ok=(200, 201, 204))
+        self.verify_upload(temporary, len(content), "")
+        self._move(temporary, path, collection=False, overwrite=True)
+
+    def verify_upload(self, path: str, size: int, sha256: str) -> None:
+        # A plain WebDAV server cannot hash for us; HEAD tells what it stored.
+        actual = self.file_size(path)
+        if actual != size:
+            raise ChecksumError(f"{self._where(path)}: store holds {actual} bytes, expected {size}")
+
+    def commit_directory(self, staging: str, final: str) -> None:
+        if self._move(staging, final, collection=True, overwrite=False) == 412:
+            raise StoreError(f"{self._where(final)}: already exists in the store")
+
+    def remove_tree(self, path: str) -> None:
+        self._request("DELETE", path, collection=True, headers={"Depth": "infinity"}, allow=(404,))
+
+    def point_label(self, release: str, label: str, build_id: str) -> str | None:
+        label_dir = f"{release}/{label}"
+        previous_dir = f"{release}/previous-{label}"
+        try:
+            previous = self.read_bytes(f"{label_dir}/BUILD_ID").decode().strip() or None
+        except NotFoundError:
+            previous = None
+        copy = f"{release}/{staging_name(label)}"
+        self._request(
+            "COPY",
+            f"{release}/{build_id}",
+            collection=True,
+            headers={
+                "Destination": self._destination(copy, collection=True),
+                "Depth": "infinity",
+                "Overwrite": "F",
+            },
+            ok=(201, 204),
+        )
+        try:
+            if previous is not None and previous != build_id:
+                self.remove_tree(previous_dir)
+                self._move(label_dir, previous_dir, collection=True, overwrite=True)
+            self._move(copy, label_dir, collection=True, overwrite=True)
+        except BaseException:
+            self.remove_tree(copy)
+            raise
+        return previous
+
+    @contextmanager
+    def lock(self, release: str) -> Iterator[None]:
+        self._make_collection(release)
+        path = f"{release}/{LOCK_NAME}"
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            response = self._request(
+                "LOCK",
+                path,
+                data=LOCK_BODY,
+                headers={
+                    "Timeout": f"Second-{LOCK_TIMEOUT_SECONDS}",
+                    "Depth": "0",
+                    "Content-Type": "application/xml",
+                },
+                ok=(200, 201),
+                allow=(423, 405, 501),
+            )
+            if response.status_code in (405, 501):
+                raise StoreError(
+                    f"{self._where(path)}: the server does not support WebDAV LOCK, "
+                    "so label changes cannot be serialised"
+                )
+            if response.status_code != 423:
+                break
+            if time.monotonic() > deadline:
+                raise StoreError(f"{self._where(path)}: still locked after {LOCK_WAIT_SECONDS}s")
+            time.sleep(0.2)
+        token = response.headers.get("Lock-Token", "")
+        try:
+            yield
+        finally:
+            self._request("UNLOCK", path, headers={"Lock-Token": token}, allow=(409, 412))
+
+
+class _StreamingBody:
+    """A PUT body fed chunk by chunk from another thread.
+
+    ``requests`` sends it with a Content-Length (from ``__len__``) while
+    iterating; ``write`` is what ``copy_with_digests`` calls.
+    """
+
+    _END = object()
+    _ABORT = object()
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.chunks: queue.Queue[Any] = queue.Queue(maxsize=4)
+        self.consumer_done = threading.Event()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            chunk = self.chunks.get()
+            if chunk is self._END:
+                return
+            if chunk is self._ABORT:
+                # Raising makes the HTTP client drop the connection instead of
+                # leaving the server waiting for the rest of the body.
+                raise ConnectionAbortedError("upload aborted")
+            yield chunk
+
+    def write(self, chunk: bytes) -> None:
+        self._put(chunk)
+
+    def finish(self) -> None:
+        self._put(self._END)
+
+    def abort(self) -> None:
+        # Make room if needed: the sender must see the abort, not wait forever.
+        while True:
+            try:
+                self.chunks.put_nowait(self._ABORT)
+                return
+            except queue.Full:
+                with suppress(queue.Empty):
+                    self.chunks.get_nowait()
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self.consumer_done.is_set():
+                # The request ended early (the server answered or failed);
+                # the caller learns why when the upload context exits.
+                raise ConnectionAbortedError("the store stopped reading the upload")
+            try:
+                self.chunks.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
