@@ -1,0 +1,265 @@
+"""``undercloud-appliance build``: a release profile becomes a build directory.
+
+The build reads as a list of small timed steps (see ``BUILD_STEPS``).  The
+output directory is complete or absent: everything happens in a temporary
+sibling directory renamed into place last.  On failure only the build log
+is kept, next to where the output would have been.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builders import dib
+from builders.appliance_data import write_appliance_data
+from builders.disk import (
+    DiskFacts,
+    convert_to_qcow2,
+    finish_disk,
+    place_filesystem_on_disk,
+    qcow2_virtual_size,
+)
+from builders.profiles import Profile, load_profile
+from undercloud_appliance.errors import ApplianceError, BuildError
+from undercloud_appliance.manifest import FORMAT_NAME, FORMAT_VERSION, write_manifest
+from undercloud_appliance.puddles import render_repos, resolve_puddle
+from undercloud_appliance.steps import StepRunner
+from undercloud_appliance.store_layout import IMAGE_NAME
+
+log = logging.getLogger(__name__)
+
+BUILD_LOG_NAME = "build.log"
+CACHE_ENV = "UNDERCLOUD_APPLIANCE_CACHE"
+# Elements every appliance gets, after the distro's base element.
+APPLIANCE_ELEMENTS = (
+    "appliance-boot",
+    "stack-user",
+    "undercloud-puddle-repos",
+    "undercloud-preinstall",
+)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "undercloud-appliance")
+
+
+def new_build_id(now: datetime.datetime | None = None) -> str:
+    now = now or datetime.datetime.now(datetime.UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class BuildContext:
+    """Everything the build steps share."""
+
+    profile: Profile
+    output: Path
+    requested_puddle: str | None
+    puddle_base: str | None
+    work: Path = field(init=False)
+    build_id: str = field(default_factory=new_build_id)
+    puddle_id: str | None = None
+    repos: list[dict[str, Any]] = field(default_factory=list)
+    elements: list[str] = field(default_factory=list)
+    facts: DiskFacts | None = None
+    image_sha256: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def build_log(self) -> Path:
+        return self.work / BUILD_LOG_NAME
+
+    @property
+    def puddle(self) -> dict[str, Any]:
+        puddle = dict(self.profile.data["puddle"])
+        if self.puddle_base is not None:
+            puddle["base_url"] = self.puddle_base.rstrip("/")
+        return puddle
+
+
+def step_pin_puddle(context: BuildContext) -> None:
+    """Resolve a puddle label to an id: the build records the id, never the label."""
+    context.puddle_id = resolve_puddle(
+        context.puddle, context.requested_puddle, context.profile.data["release"]
+    )
+    if context.puddle_id:
+        context.repos = render_repos(
+            context.puddle, context.puddle_id, context.profile.data["release"]
+        )
+    log.info("    puddle: %s", context.puddle_id or "none (distro mirror only)")
+
+
+def step_render_appliance_data(context: BuildContext) -> None:
+    data = context.profile.data
+    write_appliance_data(
+        context.work / "appliance-data",
+        package_manager=data["puddle"]["package_manager"],
+        repos=context.repos,
+        packages=data["undercloud"]["packages"],
+        install_commands=data["undercloud"]["install_commands"],
+        user=data["image"]["user"],
+    )
+    context.elements = [data["distro"]["base_element"], *APPLIANCE_ELEMENTS, *data["elements"]]
+
+
+def step_run_diskimage_builder(context: BuildContext) -> None:
+    data = context.profile.data
+    env = dib.dib_environment(
+        data["distro"],
+        context.work / "appliance-data",
+        cache_root() / "build",
+        data.get("environment") or {},
+    )
+    command = dib.dib_command(context.elements, context.work / "rootfs")
+    dib.run_dib(command, env, context.build_log)
+
+
+def step_assemble_disk(context: BuildContext) -> None:
+    place_filesystem_on_disk(
+        context.work / "rootfs.raw",
+        context.work / "disk.raw",
+        int(context.profile.data["image"]["size_gib"]) * 2**30,
+    )
+    (context.work / "rootfs.raw").unlink()
+
+
+def step_finish_with_libguestfs(context: BuildContext) -> None:
+    data = context.profile.data
+    context.facts = finish_disk(
+        context.work / "disk.raw",
+        family=data["distro"]["family"],
+        hostname=data["image"]["hostname"],
+        kernel_args=data["image"]["kernel_args"],
+        release_info={
+            "profile": context.profile.name,
+            "release": data["release"],
+            "puddle": context.puddle_id,
+            "build_id": context.build_id,
+        },
+        required_packages=data["undercloud"]["packages"],
+    )
+
+
+def step_compress_image(context: BuildContext) -> None:
+    convert_to_qcow2(
+        context.work / "disk.raw",
+        context.work / IMAGE_NAME,
+        context.profile.data["image"]["compression"],
+    )
+    (context.work / "disk.raw").unlink()
+    digest = hashlib.sha256()
+    with (context.work / IMAGE_NAME).open("rb") as handle:
+        while chunk := handle.read(4 * 2**20):
+            digest.update(chunk)
+    context.image_sha256 = digest.hexdigest()
+
+
+BUILD_STEPS = (
+    step_pin_puddle,
+    step_render_appliance_data,
+    step_run_diskimage_builder,
+    step_assemble_disk,
+    step_finish_with_libguestfs,
+    step_compress_image,
+)
+
+
+def manifest_for(context: BuildContext, timings: dict[str, float]) -> dict[str, Any]:
+    data = context.profile.data
+    image = context.work / IMAGE_NAME
+    assert context.facts is not None
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "build_id": context.build_id,
+        "release": context.profile.name,
+        "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "profile": {
+            "name": context.profile.name,
+            "file": str(context.profile.file),
+            "resolved": data,
+            "origins": context.profile.origins,
+        },
+        "distro": {
+            "family": data["distro"]["family"],
+            "release": data["distro"]["release"],
+            "os": context.facts.os,
+        },
+        "puddle": {
+            "id": context.puddle_id,
+            "requested": context.requested_puddle,
+            "package_manager": data["puddle"]["package_manager"],
+            "base_url": context.puddle.get("base_url", ""),
+            "repos": context.repos,
+        },
+        "dib": {
+            "version": dib.dib_version(),
+            "elements": context.elements,
+            "image_types": ["raw"],
+        },
+        "image": {
+            "filename": IMAGE_NAME,
+            "format": "qcow2",
+            "virtual_size": qcow2_virtual_size(image),
+            "file_size": image.stat().st_size,
+            "sha256": context.image_sha256,
+            "compression": None
+            if data["image"]["compression"] == "none"
+            else data["image"]["compression"],
+        },
+        "packages": dict(sorted(context.facts.packages.items())),
+        "undercloud_packages": list(data["undercloud"]["packages"]),
+        "timings": timings,
+        "smoke": None,
+        "promotions": [],
+    }
+
+
+def build(
+    profile_name: str,
+    output: Path | None = None,
+    requested_puddle: str | None = None,
+    puddle_base: str | None = None,
+    replace: bool = False,
+) -> Path:
+    """Build ``profile_name``; return the finished build directory."""
+    profile = load_profile(profile_name)
+    context = BuildContext(profile, Path(), requested_puddle, puddle_base)
+    output = Path(output or Path.cwd() / "builds" / context.build_id).absolute()
+    context.output = output
+    if output.exists() and any(output.iterdir()) and not replace:
+        raise BuildError(f"{output} exists and is not empty (use --replace to overwrite it)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    context.work = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    failed_log = output.parent / f"{output.name}.failed.log"
+    log.info("building %s (%s) as %s", profile.name, profile.file, context.build_id)
+    try:
+        context.build_log.write_text(f"build {context.build_id} of {profile.name}\n")
+        timings = StepRunner(BUILD_STEPS).run(context).as_dict()
+        write_manifest(context.work / "manifest.json", manifest_for(context, timings))
+        for leftover in ("appliance-data", "rootfs.d"):
+            shutil.rmtree(context.work / leftover, ignore_errors=True)
+        context.work.chmod(0o755)
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(context.work, output)
+        failed_log.unlink(missing_ok=True)
+    except BaseException as error:
+        if context.build_log.exists():
+            shutil.copyfile(context.build_log, failed_log)
+        shutil.rmtree(context.work, ignore_errors=True)
+        if isinstance(error, ApplianceError):
+            raise type(error)(f"{error} [build log: {failed_log}]") from None
+        raise
+    log.info("built %s in %.0fs: %s", context.build_id, time.monotonic() - context.started, output)
+    return output

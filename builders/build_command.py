@@ -1,0 +1,47 @@
+"""The ``build`` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register_build_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "build",
+        help="build an appliance image from a release profile",
+        description="Run diskimage-builder with the project's elements and the profile's "
+        "settings, then finish the disk with libguestfs.  Writes OUTPUT/undercloud.qcow2, "
+        "OUTPUT/manifest.json and OUTPUT/build.log; OUTPUT appears only when complete.",
+    )
+    parser.add_argument("profile", metavar="PROFILE", help="release profile name or YAML path")
+    parser.add_argument(
+        "--puddle",
+        metavar="ID|LABEL",
+        help="puddle to build from: an id, a label resolved and pinned now, or 'none' "
+        "(default: the profile's puddle.default)",
+    )
+    parser.add_argument(
+        "--puddle-base", metavar="URL", help="override the profile's puddle.base_url"
+    )
+    parser.add_argument(
+        "--output", type=Path, metavar="DIR", help="build directory (default: ./builds/BUILD_ID)"
+    )
+    parser.add_argument(
+        "--replace", action="store_true", help="replace OUTPUT if it already exists"
+    )
+    parser.set_defaults(func=run_build)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from builders.build import build
+
+    output = build(
+        args.profile,
+        output=args.output,
+        requested_puddle=args.puddle,
+        puddle_base=args.puddle_base,
+        replace=args.replace,
+    )
+    print(output)
+    return 0

@@ -1,0 +1,211 @@
+"""From DIB's bare root filesystem to a bootable, sealed appliance disk.
+
+DIB builds the tree onto a filesystem with no partition table (no kpartx
+or device-mapper needed).  Here the filesystem is placed in partition 1 of
+an MBR disk (sfdisk on a plain file, a sparse copy), then libguestfs grows
+it, installs GRUB, writes the appliance's identity and seals it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from undercloud_appliance.errors import BuildError
+from undercloud_appliance.hypervisor import open_guestfs
+
+log = logging.getLogger(__name__)
+
+PARTITION_START = 1024 * 1024  # 1 MiB: room for GRUB's core image
+RELEASE_FILE = "/etc/undercloud-appliance/release.json"
+GRUB_DEFAULTS_FILE = "/etc/default/grub.d/50-undercloud-appliance.cfg"
+# Files that identify one machine: removed so every import gets its own.
+SEAL_GLOBS = (
+    "/etc/ssh/ssh_host_*",
+    "/var/lib/dhcp/*.leases",
+    "/var/lib/dhclient/*",
+    "/var/lib/NetworkManager/*.lease",
+    "/root/.bash_history",
+    "/home/*/.bash_history",
+)
+
+
+def _run(command: Sequence[str]) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BuildError(f"{command[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
+
+
+def place_filesystem_on_disk(filesystem: Path, disk: Path, size_bytes: int) -> None:
+    """Create a sparse MBR disk with ``filesystem`` as bootable partition 1."""
+    fs_size = filesystem.stat().st_size
+    if fs_size + PARTITION_START > size_bytes:
+        raise BuildError(
+            f"image.size_gib is too small: the root filesystem alone is {fs_size / 2**30:.1f} GiB"
+        )
+    with disk.open("wb") as handle:
+        handle.truncate(size_bytes)
+    sectors = PARTITION_START // 512
+    subprocess.run(
+        ["sfdisk", "--quiet", str(disk)],
+        input=f"start={sectors}, type=83, bootable\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    _run(
+        [
+            "dd",
+            f"if={filesystem}",
+            f"of={disk}",
+            "bs=4M",
+            f"seek={PARTITION_START}",
+            "oflag=seek_bytes",
+            "conv=sparse,notrunc",
+            "status=none",
+        ]
+    )
+
+
+@dataclass
+class DiskFacts:
+    """What libguestfs found in the finished image."""
+
+    os: dict[str, str] = field(default_factory=dict)
+    packages: dict[str, str] = field(default_factory=dict)
+
+
+def _grub_commands(family: str) -> tuple[list[str], list[str]]:
+    if family == "debian":
+        return ["grub-install", "--target=i386-pc", "/dev/sda"], ["update-grub"]
+    return (
+        ["grub2-install", "--target=i386-pc", "/dev/sda"],
+        ["grub2-mkconfig", "-o", "/boot/grub2/grub.cfg"],
+    )
+
+
+def _package_versions(handle: Any, root: str) -> dict[str, str]:
+    versions = {}
+    for app in handle.inspect_list_applications2(root):
+        version = app["app2_version"]
+        if app["app2_epoch"]:
+            version = f"{app['app2_epoch']}:{version}"
+        if app["app2_release"]:
+            version = f"{version}-{app['app2_release']}"
+        versions[app["app2_name"]] = version
+    return versions
+
+
+def finish_disk(
+    disk: Path,
+    *,
+    family: str,
+    hostname: str,
+    kernel_args: Sequence[str],
+    release_info: Mapping[str, Any],
+    required_packages: Sequence[str],
+) -> DiskFacts:
+    """Grow, make bootable, identify, inspect and seal the appliance disk."""
+    handle = open_guestfs()
+    try:
+        handle.add_drive_opts(str(disk), format="raw")
+        handle.launch()
+        handle.e2fsck("/dev/sda1", correct=True)
+        handle.resize2fs("/dev/sda1")
+
+        roots = handle.inspect_os()
+        if len(roots) != 1:
+            raise BuildError(f"libguestfs found {len(roots)} operating systems in the image")
+        root = roots[0]
+        facts = DiskFacts(
+            os={
+                "type": handle.inspect_get_type(root),
+                "distro": handle.inspect_get_distro(root),
+                "version": f"{handle.inspect_get_major_version(root)}."
+                f"{handle.inspect_get_minor_version(root)}",
+                "product_name": handle.inspect_get_product_name(root),
+            }
+        )
+        handle.mount(root, "/")
+        facts.packages = _package_versions(handle, root)
+        missing = [name for name in required_packages if name not in facts.packages]
+        if missing:
+            raise BuildError(f"undercloud package(s) missing from the image: {', '.join(missing)}")
+
+        handle.mkdir_p("/etc/default/grub.d")
+        handle.write(
+            GRUB_DEFAULTS_FILE,
+            f'GRUB_CMDLINE_LINUX_DEFAULT="{" ".join(kernel_args)}"\n'
+            'GRUB_TERMINAL="console serial"\n'
+            'GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\n'
+            "GRUB_TIMEOUT=1\n"
+            "GRUB_DISABLE_OS_PROBER=true\n",
+        )
+        install_grub, configure_grub = _grub_commands(family)
+        handle.command(install_grub)
+        handle.command(configure_grub)
+
+        handle.write("/etc/hostname", f"{hostname}\n")
+        hosts = handle.cat("/etc/hosts") if handle.is_file("/etc/hosts") else ""
+        if not re.search(rf"\s{re.escape(hostname)}(\s|$)", hosts):
+            handle.write("/etc/hosts", f"127.0.1.1\t{hostname}\n{hosts}")
+        handle.mkdir_p(str(Path(RELEASE_FILE).parent))
+        handle.write(RELEASE_FILE, json.dumps(dict(release_info), indent=2, sort_keys=True) + "\n")
+        handle.chmod(0o644, RELEASE_FILE)
+
+        # Seal: an empty machine-id makes systemd create a fresh one on first
+        # boot; host keys and leases are regenerated per import.
+        handle.write("/etc/machine-id", "")
+        if handle.is_file("/var/lib/dbus/machine-id", followsymlinks=False):
+            handle.rm("/var/lib/dbus/machine-id")
+        for pattern in SEAL_GLOBS:
+            for path in handle.glob_expand(pattern):
+                handle.rm_rf(path)
+        handle.fstrim("/")
+        handle.umount_all()
+        handle.shutdown()
+    except RuntimeError as error:
+        raise BuildError(f"libguestfs: {error}") from None
+    finally:
+        handle.close()
+    return facts
+
+
+QEMU_PROGRESS = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
+
+
+def convert_to_qcow2(raw: Path, qcow2: Path, compression: str) -> None:
+    """Sparse, optionally compressed qcow2 (qemu-img skips zero blocks)."""
+    command = ["qemu-img", "convert", "-p", "-O", "qcow2"]
+    if compression != "none":
+        command += ["-c", "-o", f"compression_type={compression}"]
+    command += [str(raw), str(qcow2)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=0
+    )
+    assert process.stdout is not None
+    with tqdm(total=100, unit="%", desc="qemu-img convert", leave=False, disable=None) as bar:
+        buffer = ""
+        while chunk := process.stdout.read(64):
+            buffer += chunk
+            matches = QEMU_PROGRESS.findall(buffer)
+            if matches:
+                bar.update(float(matches[-1]) - bar.n)
+                buffer = buffer[-32:]
+    stderr = process.stderr.read() if process.stderr else ""
+    if process.wait() != 0:
+        raise BuildError(f"qemu-img convert failed: {stderr.strip()}")
+
+
+def qcow2_virtual_size(image: Path) -> int:
+    info = json.loads(_run(["qemu-img", "info", "--output=json", str(image)]))
+    return int(info["virtual-size"])

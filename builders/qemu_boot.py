@@ -1,0 +1,121 @@
+"""Boot a built image once under qemu: user networking, ssh forwarded.
+
+Used to check that a build boots (login prompt on the serial console, an
+ssh banner on the forwarded port) and, later, to run install steps that
+need a running system.  The image itself is never written: qemu boots a
+throwaway qcow2 overlay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from undercloud_appliance.errors import BuildError
+from undercloud_appliance.hypervisor import qemu_accel_args
+
+log = logging.getLogger(__name__)
+
+LOGIN_PROMPT = b"login:"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class BootedGuest:
+    """A running qemu guest and where to reach it."""
+
+    process: subprocess.Popen
+    serial_log: Path
+    ssh_port: int
+
+    def serial_output(self) -> bytes:
+        return self.serial_log.read_bytes() if self.serial_log.exists() else b""
+
+    def ssh_banner(self, timeout: float = 5) -> bytes:
+        """The first bytes sshd sends, or b'' if nothing answers yet."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.ssh_port), timeout=timeout) as conn:
+                conn.settimeout(timeout)
+                return conn.recv(64)
+        except OSError:
+            return b""
+
+    def wait_for(
+        self, *, login_prompt: bool = True, ssh: bool = True, timeout: float = 600
+    ) -> float:
+        """Wait until the guest shows a login prompt and/or an ssh banner."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise BuildError(
+                    f"qemu exited with {self.process.returncode} before the guest booted "
+                    f"(serial log: {self.serial_log})"
+                )
+            have_login = not login_prompt or LOGIN_PROMPT in self.serial_output()
+            if have_login and (not ssh or self.ssh_banner().startswith(b"SSH-")):
+                return time.monotonic() - started
+            time.sleep(2)
+        raise BuildError(
+            f"guest did not boot within {timeout:.0f}s (serial log: {self.serial_log})"
+        )
+
+
+@contextlib.contextmanager
+def booted(image: Path, *, memory_mib: int = 1536, vcpus: int = 2) -> Iterator[BootedGuest]:
+    """Boot ``image`` on a temporary overlay; stop qemu on exit."""
+    with tempfile.TemporaryDirectory(prefix="appliance-boot-") as scratch:
+        overlay = Path(scratch) / "overlay.qcow2"
+        subprocess.run(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "qcow2",
+                "-b",
+                str(image.absolute()),
+                str(overlay),
+            ],
+            check=True,
+        )
+        serial_log = Path(scratch) / "serial.log"
+        port = free_port()
+        command = [
+            "qemu-system-x86_64",
+            *qemu_accel_args(),
+            "-m", str(memory_mib),
+            "-smp", str(vcpus),
+            "-nographic",
+            "-monitor", "none",
+            "-serial", f"file:{serial_log}",
+            "-drive", f"file={overlay},if=virtio,format=qcow2",
+            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-device", "virtio-net-pci,netdev=net0",
+        ]  # fmt: skip
+        log.debug("booting: %s", " ".join(command))
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            yield BootedGuest(process, serial_log, port)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

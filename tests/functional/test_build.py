@@ -1,0 +1,141 @@
+"""The real build: DIB, libguestfs assembly, manifest, boot.
+
+These tests use the session's ``appliance_build`` (profile debian-ci, built
+once with the real tool) and open it with real libguestfs and qemu.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builders.qemu_boot import booted
+from tests.conftest import run_cli
+from undercloud_appliance.hypervisor import open_guestfs
+from undercloud_appliance.manifest import read_manifest
+
+pytestmark = pytest.mark.slow
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(2**22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def test_build_directory_holds_image_manifest_and_log_only(appliance_build: Path) -> None:
+    assert sorted(p.name for p in appliance_build.iterdir()) == [
+        "build.log",
+        "manifest.json",
+        "undercloud.qcow2",
+    ]
+    assert not list(appliance_build.parent.glob(".*tmp-*")), "temporary build dir left behind"
+
+
+def test_manifest_describes_the_image(appliance_build: Path) -> None:
+    manifest = read_manifest(appliance_build)
+    image = appliance_build / "undercloud.qcow2"
+    assert manifest["release"] == "debian-ci"
+    assert manifest["image"]["sha256"] == sha256_of(image)
+    assert manifest["image"]["file_size"] == image.stat().st_size
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(image)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert info["format"] == "qcow2"
+    assert manifest["image"]["virtual_size"] == info["virtual-size"] == 4 * 2**30
+    # Compressed and sparse: far smaller than the virtual disk.
+    assert manifest["image"]["file_size"] < manifest["image"]["virtual_size"] / 3
+    assert "python3-openstackclient" in manifest["packages"]
+    assert manifest["packages"]["openssh-server"].startswith("1:9.2")
+    assert manifest["distro"]["os"]["distro"] == "debian"
+    assert manifest["dib"]["version"].startswith("3.")
+    assert "undercloud-preinstall" in manifest["dib"]["elements"]
+    assert set(manifest["timings"]) >= {"run-diskimage-builder", "finish-with-libguestfs"}
+    assert manifest["puddle"]["id"] is None
+    assert manifest["profile"]["resolved"]["undercloud"]["packages"] == ["python3-openstackclient"]
+
+
+def test_image_is_identified_and_sealed(appliance_build: Path) -> None:
+    manifest = read_manifest(appliance_build)
+    handle = open_guestfs()
+    try:
+        handle.add_drive_opts(str(appliance_build / "undercloud.qcow2"), format="qcow2", readonly=1)
+        handle.launch()
+        (root,) = handle.inspect_os()
+        handle.mount_ro(root, "/")
+        release = json.loads(handle.cat("/etc/undercloud-appliance/release.json"))
+        machine_id = handle.cat("/etc/machine-id")
+        host_keys = handle.glob_expand("/etc/ssh/ssh_host_*")
+        hostname = handle.cat("/etc/hostname").strip()
+        passwd = handle.cat("/etc/passwd")
+        sudoers = handle.cat("/etc/sudoers.d/50-stack")
+        grub_cfg = handle.cat("/boot/grub/grub.cfg")
+    finally:
+        handle.close()
+    assert release == {
+        "build_id": manifest["build_id"],
+        "profile": "debian-ci",
+        "puddle": None,
+        "release": "zed",
+    }
+    assert machine_id == ""
+    assert host_keys == []
+    assert hostname == "undercloud"
+    assert "\nstack:" in passwd
+    assert "NOPASSWD:ALL" in sudoers
+    assert "net.ifnames=0" in grub_cfg
+
+
+def test_image_boots_to_login_prompt_and_ssh(appliance_build: Path) -> None:
+    with booted(appliance_build / "undercloud.qcow2") as guest:
+        seconds = guest.wait_for(login_prompt=True, ssh=True, timeout=600)
+        banner = guest.ssh_banner()
+    print(f"booted to login prompt and ssh banner in {seconds:.0f}s")
+    assert banner.startswith(b"SSH-2.0-OpenSSH")
+
+
+def test_failing_install_command_leaves_no_output(tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles"
+    (profiles / "bases").mkdir(parents=True)
+    repo_profiles = Path(__file__).resolve().parents[2] / "release-profiles"
+    (profiles / "bases" / "debian.yaml").write_text(
+        (repo_profiles / "bases" / "debian.yaml").read_text()
+    )
+    (profiles / "broken-install.yaml").write_text(
+        "extends: bases/debian\n"
+        "release: zed\n"
+        "distro:\n  release: bookworm\n"
+        "undercloud:\n"
+        "  install_commands:\n"
+        "    - 'true'\n"
+        "    - test -e /no/such/undercloud/file\n"
+    )
+    output = tmp_path / "out" / "broken"
+    result = run_cli(
+        "build",
+        "broken-install",
+        "--output",
+        str(output),
+        check=False,
+        env={**__import__("os").environ, "UNDERCLOUD_APPLIANCE_PROFILES": str(profiles)},
+        timeout=30 * 60,
+    )
+    assert result.returncode == 3, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(error_lines) == 1
+    assert "install command 2 failed: test -e /no/such/undercloud/file" in error_lines[0]
+    assert "Traceback" not in result.stderr
+    assert not output.exists()
+    assert sorted(p.name for p in output.parent.iterdir()) == ["broken.failed.log"]
+    assert "install command 2 failed" in (output.parent / "broken.failed.log").read_text()
