@@ -82,7 +82,15 @@ class AptPackageManager:
         return []
 
     def refresh_command(self) -> list[str]:
-        return [*NONINTERACTIVE, "apt-get", "-q", "--error-on=any", "update"]
+        return [
+            *NONINTERACTIVE,
+            "apt-get",
+            "-q",
+            "--error-on=any",
+            "-o",
+            "Acquire::Languages=none",
+            "update",
+        ]
 
     def upgrade_command(self) -> list[str]:
         return [*NONINTERACTIVE, "apt-get", "-q", "-y", *DPKG_KEEP_CONFIG, "dist-upgrade"]

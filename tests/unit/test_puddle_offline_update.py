@@ -1,0 +1,198 @@
+"""Offline update: the parts that need no image (URL translation, versions, refusals).
+
+The libguestfs path is tested end to end in
+tests/functional/test_offline_update.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from importer.offline_update import (
+    UpdateError,
+    failure_summary,
+    guest_visible_url,
+    new_build_id,
+    offline_update_build,
+    package_versions,
+)
+from importer.package_managers import PackageManagerError
+from undercloud_appliance.errors import ApplianceError
+from undercloud_appliance.store_layout import check_build_id
+
+PUDDLE_SECTION = {
+    "package_manager": "apt",
+    "base_url": "",
+    "id_pattern": r"[0-9]{4}-[0-9]{2}-[0-9]{2}\.[0-9]+",
+    "default": "none",
+    "repos": [
+        {
+            "name": "undercloud-puddle",
+            "url": "{base_url}/{puddle_id}",
+            "suite": "./",
+            "trusted": True,
+        }
+    ],
+    "labels": {"url": "{base_url}/labels/{label}", "pattern": r"^(?P<id>\S+)\s*$"},
+}
+MANIFEST: dict[str, Any] = {
+    "format": "undercloud-appliance-manifest",
+    "format_version": 1,
+    "build_id": "20261122T040000Z-abcdef",
+    "release": "debian-ci",
+    "created": "2026-11-22T04:00:00Z",
+    "profile": {"name": "debian-ci", "resolved": {"release": "zed", "puddle": PUDDLE_SECTION}},
+    "distro": {"family": "debian"},
+    "puddle": {
+        "id": None,
+        "requested": None,
+        "package_manager": "apt",
+        "base_url": "",
+        "repos": [],
+    },
+    "dib": {},
+    "image": {
+        "filename": "undercloud.qcow2",
+        "format": "qcow2",
+        "virtual_size": 1,
+        "file_size": 1,
+        "sha256": "0" * 64,
+    },
+    "packages": {},
+    "timings": {},
+}
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8080/p/2026-11-20.1", "http://169.254.2.2:8080/p/2026-11-20.1"),
+        ("http://localhost/p", "http://169.254.2.2/p"),
+        ("http://[::1]:81/p", "http://169.254.2.2:81/p"),
+        ("https://puddles.example.com/p", "https://puddles.example.com/p"),
+        ("http://127.0.0.2:8080/p", "http://127.0.0.2:8080/p"),
+    ],
+)
+def test_loopback_urls_become_the_host_as_libguestfs_sees_it(url: str, expected: str) -> None:
+    assert guest_visible_url(url) == expected
+
+
+def test_user_mode_guests_get_their_own_host_address() -> None:
+    assert guest_visible_url("http://127.0.0.1:9/x", "10.0.2.2") == "http://10.0.2.2:9/x"
+
+
+def test_new_build_ids_follow_the_manifest_format_and_differ() -> None:
+    moment = datetime.datetime(2026, 11, 22, 5, 1, 2, tzinfo=datetime.UTC)
+    first, second = new_build_id(moment), new_build_id(moment)
+    assert check_build_id(first) == first
+    assert first.startswith("20261122T050102Z-")
+    assert first != second
+
+
+def test_package_versions_join_epoch_version_and_release() -> None:
+    applications = [
+        {
+            "app2_name": "undercloud-probe",
+            "app2_epoch": 0,
+            "app2_version": "2.0",
+            "app2_release": "",
+        },
+        {
+            "app2_name": "libc6",
+            "app2_epoch": 0,
+            "app2_version": "2.36",
+            "app2_release": "9+deb12u9",
+        },
+        {"app2_name": "python3-x", "app2_epoch": 2, "app2_version": "1.0", "app2_release": "1"},
+    ]
+    assert package_versions(applications) == {
+        "undercloud-probe": "2.0",
+        "libc6": "2.36-9+deb12u9",
+        "python3-x": "2:1.0-1",
+    }
+
+
+def test_failure_summary_prefers_the_last_error_line() -> None:
+    output = "Setting up x ...\nE: first\nmore\nE: Sub-process /usr/bin/dpkg returned an error\n"
+    assert failure_summary(output) == "E: Sub-process /usr/bin/dpkg returned an error"
+    assert failure_summary("just this\n\n") == "just this"
+    assert failure_summary("") == "no output"
+
+
+def write_build(path: Path, manifest: dict[str, Any] = MANIFEST) -> Path:
+    path.mkdir(parents=True)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "undercloud.qcow2").write_bytes(b"not opened by these tests")
+    return path
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def assert_nothing_written(tmp_path: Path, build: Path, before: dict[str, bytes]) -> None:
+    assert snapshot(build) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+
+
+def test_none_is_not_a_puddle_to_update_to(tmp_path: Path) -> None:
+    build = write_build(tmp_path / "build")
+    before = snapshot(build)
+    with pytest.raises(UpdateError, match="needs a puddle id or label, not 'none'"):
+        offline_update_build(build, "none", puddle_base="http://127.0.0.1:9")
+    assert_nothing_written(tmp_path, build, before)
+
+
+def test_without_any_base_url_the_error_says_to_pass_one(tmp_path: Path) -> None:
+    build = write_build(tmp_path / "build")
+    with pytest.raises(ApplianceError, match="--puddle-base URL"):
+        offline_update_build(build, "2026-11-20.1")
+
+
+def test_bad_install_package_name_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    build = write_build(tmp_path / "build")
+    before = snapshot(build)
+    with pytest.raises(PackageManagerError, match="invalid apt package name '--fix-broken'"):
+        offline_update_build(
+            build, "2026-11-20.1", "http://127.0.0.1:9", install_packages=["--fix-broken"]
+        )
+    assert_nothing_written(tmp_path, build, before)
+
+
+def test_label_resolving_to_a_non_id_is_refused(tmp_path: Path) -> None:
+    labels = tmp_path / "puddles" / "labels"
+    labels.mkdir(parents=True)
+    (labels / "latest").write_text("../../etc\n")
+    build = write_build(tmp_path / "build")
+    with pytest.raises(ApplianceError, match=r"resolved to '\.\./\.\./etc', which is not"):
+        offline_update_build(build, "latest", puddle_base=f"file://{tmp_path / 'puddles'}")
+
+
+def test_bad_puddle_base_is_refused(tmp_path: Path) -> None:
+    build = write_build(tmp_path / "build")
+    with pytest.raises(PackageManagerError, match="--puddle-base"):
+        offline_update_build(build, "2026-11-20.1", puddle_base="http://x/ ; reboot")
+
+
+def test_existing_non_empty_output_is_refused_and_kept(tmp_path: Path) -> None:
+    build = write_build(tmp_path / "build")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "keep").write_text("mine")
+    with pytest.raises(UpdateError, match="exists and is not empty"):
+        offline_update_build(build, "2026-11-20.1", "http://127.0.0.1:9", output_dir=output)
+    assert (output / "keep").read_text() == "mine"
+
+
+def test_profile_without_puddle_section_is_named(tmp_path: Path) -> None:
+    manifest = copy.deepcopy(MANIFEST)
+    del manifest["profile"]["resolved"]["puddle"]
+    build = write_build(tmp_path / "build", manifest)
+    with pytest.raises(UpdateError, match=r"manifest\.json: the profile has no puddle section"):
+        offline_update_build(build, "2026-11-20.1", "http://127.0.0.1:9")
