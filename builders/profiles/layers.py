@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from builders.profiles.settings import join_key
 from undercloud_appliance.errors import ProfileError
 
 REPLACE_TAG = "!replace"
@@ -156,7 +157,7 @@ def to_plain(located: Located, path: str, origins: dict[str, str]) -> Any:
         origins[path] = located.origin
     if isinstance(located.value, dict):
         return {
-            key: to_plain(value, f"{path}.{key}" if path else key, origins)
+            key: to_plain(value, join_key(path, key), origins)
             for key, value in located.value.items()
         }
     if isinstance(located.value, list):

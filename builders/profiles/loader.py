@@ -26,6 +26,7 @@ from builders.profiles.settings import (
     Records,
     Section,
     Setting,
+    join_key,
     shown,
 )
 from undercloud_appliance.errors import ProfileError
@@ -93,6 +94,16 @@ def _origin_of(path: str, origins: Mapping[str, str], fallback: str) -> str:
     while path:
         if path in origins:
             return origins[path]
+        path = _parent_path(path)
+    return fallback
+
+
+def _error_location(path: str, origins: Mapping[str, str], fallback: str) -> str:
+    """The closest file:line for a problem at ``path`` (never ``(default)``)."""
+    while path:
+        origin = origins.get(path, "")
+        if origin and not origin.startswith("("):
+            return origin
         path = _parent_path(path)
     return fallback
 
@@ -294,7 +305,7 @@ def check_profile_data(data: dict[str, Any], origins: dict[str, str], top: str) 
             _apply(entry, container, leaf, entry.key, data, origins)
     except Invalid as invalid:
         raise ProfileError(
-            f"{_origin_of(invalid.path, origins, top)}: {invalid.path}: {invalid.message}"
+            f"{_error_location(invalid.path, origins, top)}: {invalid.path}: {invalid.message}"
         ) from None
 
 
@@ -316,7 +327,7 @@ def _check_known(value: Any, schema: _Schema, path: str) -> None:
     if not isinstance(value, dict):
         raise Invalid(path, f"expected a mapping of settings, got {shown(value)}")
     for key, item in value.items():
-        key_path = f"{path}.{key}" if path else key
+        key_path = join_key(path, key)
         known = schema.children.get(key)
         if known is None:
             raise Invalid(key_path, f"unknown setting{_suggestion(key, schema.children)}")
@@ -403,7 +414,7 @@ def validate_profile_statically(profile: Profile) -> None:
         _check_templates(data)
     except Invalid as invalid:
         raise ProfileError(
-            f"{_origin_of(invalid.path, origins, top)}: {invalid.path}: {invalid.message}"
+            f"{_error_location(invalid.path, origins, top)}: {invalid.path}: {invalid.message}"
         ) from None
 
 

@@ -12,6 +12,7 @@ raises ``Invalid(path, message)``; the loader turns that into a one-line
 
 from __future__ import annotations
 
+import datetime
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +41,13 @@ class Required:
 REQUIRED = Required()
 
 MAX_SHOWN_VALUE = 80
+PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def join_key(path: str, key: str) -> str:
+    """``path.key``; a key that is not a plain name is quoted, so paths stay one line."""
+    part = key if PLAIN_KEY.fullmatch(key) else repr(key)
+    return f"{path}.{part}" if path else part
 
 
 def shown(value: Any) -> str:
@@ -65,12 +73,13 @@ def type_name(value: Any) -> str:
 
 
 def expected(path: str, what: str, value: Any) -> Invalid:
-    hint = ""
-    if isinstance(value, int | float) and not isinstance(value, bool) and what != "integer":
-        # YAML reads 17.1 as a float and 9 as an integer: quoting keeps text text.
-        hint = f" (quote it: '{value}')"
+    """``expected <what>, got <type> <value>``, with a hint when quoting would fix it."""
     if value is None:
         return Invalid(path, f"expected {what}, got no value (null)")
+    # YAML reads 17.1 as a float, 9 as an integer and 2024-01-01 as a date:
+    # quoting keeps text text.
+    quotable = isinstance(value, int | float | datetime.date) and not isinstance(value, bool)
+    hint = f" (quote it: '{value}')" if "string" in what and quotable else ""
     return Invalid(path, f"expected {what}, got {type_name(value)} {shown(value)}{hint}")
 
 
@@ -258,8 +267,8 @@ class MapOf(Kind):
         if not isinstance(value, dict):
             raise expected(path, "a mapping", value)
         for key, item in value.items():
-            self.key.check(key, f"{path}.{key}")
-            self.value.check(item, f"{path}.{key}")
+            self.key.check(key, join_key(path, key))
+            self.value.check(item, join_key(path, key))
 
     def describe(self) -> str:
         return f"mapping of {self.key.describe()} to {self.value.describe()}"

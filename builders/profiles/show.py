@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from builders.profiles.loader import Profile
+from builders.profiles.settings import join_key
 
 COMMENT_COLUMN_LIMIT = 64
 
@@ -43,7 +44,7 @@ def _emit_mapping(
     origins: dict[str, str],
 ) -> None:
     for key, value in mapping.items():
-        key_path = f"{path}.{key}" if path else key
+        key_path = join_key(path, key)
         head = f"{indent}{scalar(key)}:"
         if isinstance(value, dict) and value:
             lines.append((head, None))

@@ -37,6 +37,12 @@ BAD_PROFILES = [
         "bad.yaml:6: image.size_gib: expected an integer",
         "'big'",
     ),
+    (
+        "float-for-integer",
+        HEAD + "image:\n  size_gib: 4.5\n",
+        "bad.yaml:6: image.size_gib: expected an integer, got float 4.5",
+        "",
+    ),
     ("out-of-range", HEAD + "image:\n  size_gib: 1\n", "bad.yaml:6: image.size_gib:", "2..2048"),
     (
         "bad-enum",
@@ -54,6 +60,12 @@ BAD_PROFILES = [
         "missing-required",
         "extends: bases/base\ndistro:\n  release: bookworm\n",
         "bad.yaml:1: release: missing required setting",
+        "",
+    ),
+    (
+        "missing-section",
+        "release: zed\n",
+        "bad.yaml:1: distro.family: missing required setting",
         "",
     ),
     (
@@ -243,6 +255,8 @@ def test_bad_profile_is_one_line_naming_file_line_and_setting(
         start = "release-profiles/" + start
     assert message.startswith(start), message
     assert contains in message, message
+    if "string" not in message:
+        assert "quote it" not in message
 
 
 def test_missing_element_is_found_statically(profiles_dir: Path) -> None:
