@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--print-path", action="store_true", help="print only the verified cached image path"
     )
     fetch.set_defaults(func=run_fetch)
+    register_appliance_commands(subparsers)
 
 
 def run_fetch(args: argparse.Namespace) -> int:
@@ -66,4 +67,127 @@ def run_fetch(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
+    from importer.libvirt_domain import DEFAULT_URI
+
+    importer = subparsers.add_parser(
+        "import",
+        help="fetch an appliance and boot it under libvirt",
+        description="Fetch (or reuse from the cache) a build, boot it from a qcow2 overlay "
+        "under libvirt and write ssh.config and an Ansible 'hosts' inventory into the "
+        "current directory.",
+    )
+    importer.add_argument("--name", default="undercloud", help="domain and ssh host name")
+    _add_build_selection(importer)
+    importer.add_argument("--memory", type=int, default=8192, metavar="MiB")
+    importer.add_argument("--vcpus", type=int, default=4, metavar="N")
+    importer.add_argument(
+        "--disk-size", type=int, metavar="G", help="grow the root disk to G GiB (never shrinks)"
+    )
+    importer.add_argument(
+        "--ssh-key",
+        metavar="FILE",
+        help="private key (FILE.pub beside it) or public key to authorise for stack and root "
+        "(default: a key pair made in the appliance's state directory)",
+    )
+    importer.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
+    importer.add_argument(
+        "--network",
+        choices=("default", "user"),
+        default="default",
+        help="libvirt's 'default' NAT network, or qemu user networking with ssh "
+        "forwarded to a port on 127.0.0.1",
+    )
+    importer.add_argument(
+        "--replace", action="store_true", help="tear down an existing appliance of this name"
+    )
+    importer.add_argument(
+        "--boot-timeout", type=float, default=600, metavar="SECONDS", help="wait for ssh this long"
+    )
+    importer.set_defaults(func=run_import)
+
+    destroy = subparsers.add_parser(
+        "destroy",
+        help="remove an imported appliance (domain and overlay; the cache stays)",
+    )
+    destroy.add_argument("name", metavar="NAME")
+    destroy.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
+    destroy.set_defaults(func=run_destroy)
+
+    status = subparsers.add_parser("status", help="show an imported appliance")
+    status.add_argument("name", metavar="NAME")
+    status.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=run_status)
+
+
+def _positive(value: int | None, option: str) -> None:
+    from undercloud_appliance.errors import ApplianceError
+
+    if value is not None and value <= 0:
+        raise ApplianceError(f"{option} {value}: must be a positive number")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from importer.imports import GUEST_BOOT_STEPS, ImportOptions, check_name
+    from importer.imports import run_import as import_appliance
+    from importer.signature import configured_fingerprint
+
+    check_name(args.name)
+    _positive(args.memory, "--memory")
+    _positive(args.vcpus, "--vcpus")
+    _positive(args.disk_size, "--disk-size")
+    result = import_appliance(
+        ImportOptions(
+            name=args.name,
+            store_url=args.store_url,
+            release=args.release,
+            label=args.label,
+            build_id=args.build_id,
+            memory_mib=args.memory,
+            vcpus=args.vcpus,
+            disk_size_gib=args.disk_size,
+            ssh_key=Path(args.ssh_key) if args.ssh_key else None,
+            uri=args.connect,
+            network=args.network,
+            replace=args.replace,
+            trusted_key=configured_fingerprint(args.trusted_key),
+            boot_timeout=args.boot_timeout,
+        )
+    )
+    record = result.record
+    verb = "already imported" if result.already_imported else "imported"
+    print(
+        f"{result.name}: {verb} build {record['build_id']} of {record['release']} "
+        f"at {record['address']}:{record['port']} "
+        f"(ours {record['our_seconds']:.1f}s, guest boot {record['guest_boot_seconds']:.1f}s: "
+        f"{' + '.join(GUEST_BOOT_STEPS)})"
+    )
+    print(f"wrote {result.ssh_config} and {result.inventory}")
+    print(result.ssh_hint)
+    return 0
+
+
+def run_destroy(args: argparse.Namespace) -> int:
+    from importer.imports import destroy
+
+    for removed in destroy(args.name, args.connect):
+        print(f"removed {removed}")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from importer.imports import status
+
+    report = status(args.name, args.connect)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for key, value in report.items():
+        print(f"{key + ':':<10} {value if value not in (None, '') else '-'}")
     return 0

@@ -52,8 +52,8 @@ class TransientDownloadError(Exception):
 @dataclass
 class DownloadResult:
     path: Path
-    transferred_bytes: int  # over the wire (or copied) by this call
-    resumed_from: int  # bytes of a previous partial that were kept
+    transferred_bytes: int  # over the wire (or copied) by this call, all attempts
+    resumed_from: int  # bytes of a previous partial kept by the last attempt
 
 
 class _Sha256Thread(threading.Thread):
@@ -109,19 +109,12 @@ def download_image(
 ) -> DownloadResult:
     """Download ``relpath`` into the cache as ``<sha256>.qcow2`` and verify it."""
     cache.ensure()
-    transferred = 0
-    resumed_from = 0
+    result = DownloadResult(cache.partial_path(sha256), 0, 0)
 
     def one_attempt() -> str:
-        nonlocal transferred, resumed_from
         if store.is_local:
-            digest, copied = _copy_local(store.local_path(relpath), cache, sha256, expected_size)
-            transferred += copied
-            return digest
-        digest, received, kept = _http_attempt(store, relpath, cache, sha256, expected_size)
-        transferred += received
-        resumed_from = max(resumed_from, kept)
-        return digest
+            return _copy_local(store.local_path(relpath), cache, sha256, expected_size, result)
+        return _http_attempt(store, relpath, cache, sha256, expected_size, result)
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientDownloadError),
@@ -147,16 +140,19 @@ def download_image(
         raise ChecksumError(
             f"{url}: sha256 is {digest}, the store published {sha256}; nothing was cached"
         )
-    return DownloadResult(cache.partial_path(sha256), transferred, resumed_from)
+    return result
 
 
 def _copy_local(
-    source: Path, cache: ImageCache, sha256: str, expected_size: int | None
-) -> tuple[str, int]:
+    source: Path,
+    cache: ImageCache,
+    sha256: str,
+    expected_size: int | None,
+    result: DownloadResult,
+) -> str:
     partial = cache.partial_path(sha256)
     hasher = _Sha256Thread()
     hasher.start()
-    copied = 0
     try:
         with source.open("rb") as reader, partial.open("wb") as writer:
             bar = _progress_bar(expected_size, 0, source.name)
@@ -164,7 +160,7 @@ def _copy_local(
                 while chunk := reader.read(CHUNK_SIZE):
                     hasher.chunks.put(chunk)
                     writer.write(chunk)
-                    copied += len(chunk)
+                    result.transferred_bytes += len(chunk)
                     bar.update(len(chunk))
             writer.flush()
             os.fsync(writer.fileno())
@@ -176,7 +172,7 @@ def _copy_local(
         hasher.hexdigest()
         partial.unlink(missing_ok=True)
         raise StoreError(f"{source}: cannot copy: {error.strerror}") from None
-    return hasher.hexdigest(), copied
+    return hasher.hexdigest()
 
 
 def _hash_prefix(path: Path, hasher: _Sha256Thread) -> int:
@@ -195,8 +191,9 @@ def _http_attempt(
     cache: ImageCache,
     sha256: str,
     expected_size: int | None,
-) -> tuple[str, int, int]:
-    """One GET (ranged when a usable partial exists); returns (sha256, received, kept)."""
+    result: DownloadResult,
+) -> str:
+    """One GET (ranged when a usable partial exists); returns the whole file's sha256."""
     url = store.file_url(relpath)
     partial = cache.partial_path(sha256)
     state = cache.read_partial_state(sha256)
@@ -245,7 +242,7 @@ def _http_attempt(
         )
         hasher = _Sha256Thread()
         hasher.start()
-        received = 0
+        result.resumed_from = offset
         try:
             mode = "r+b" if offset else "wb"
             with partial.open(mode) as writer:
@@ -253,7 +250,7 @@ def _http_attempt(
                     _hash_prefix(partial, hasher)
                     writer.seek(offset)
                     writer.truncate()
-                received = _receive(response, writer, hasher, total, offset, url)
+                received = _receive(response, writer, hasher, total, offset, url, result)
                 writer.flush()
                 os.fsync(writer.fileno())
         except BaseException:
@@ -264,7 +261,7 @@ def _http_attempt(
         raise TransientDownloadError(
             f"connection closed after {offset + received} of {total} bytes"
         )
-    return digest, received, offset
+    return digest
 
 
 def _receive(
@@ -274,6 +271,7 @@ def _receive(
     total: int | None,
     offset: int,
     url: str,
+    result: DownloadResult,
 ) -> int:
     received = 0
     bar = _progress_bar(total, offset, url.rsplit("/", 1)[-1])
@@ -283,6 +281,7 @@ def _receive(
                 hasher.chunks.put(chunk)
                 writer.write(chunk)
                 received += len(chunk)
+                result.transferred_bytes += len(chunk)
                 bar.update(len(chunk))
         except (requests.ConnectionError, requests.Timeout) as error:
             raise TransientDownloadError(

@@ -1,0 +1,165 @@
+"""Hand an imported appliance to the developer: ssh key, ssh.config, Ansible hosts.
+
+``ssh -F ssh.config undercloud`` and ``ansible -i hosts undercloud`` work
+from the directory the import ran in.  Host keys are accepted on first
+contact (the guest makes new ones on its first boot) and remembered in the
+appliance's state directory, not in ``~/.ssh/known_hosts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import tenacity
+
+from undercloud_appliance.errors import ApplianceError, NotFoundError, VirtError
+from undercloud_appliance.manifest import write_file_atomically
+
+log = logging.getLogger(__name__)
+
+SSH_CONFIG_NAME = "ssh.config"
+INVENTORY_NAME = "hosts"
+SSH_USER = "stack"
+
+
+@dataclass(frozen=True)
+class SshKey:
+    private: Path
+    public: Path
+
+    def public_text(self) -> str:
+        return self.public.read_text().strip()
+
+
+def given_ssh_key(path: Path) -> SshKey:
+    """``--ssh-key``: a private key (with ``.pub`` beside it) or a ``.pub`` file."""
+    path = Path(path).expanduser().resolve()
+    if path.suffix == ".pub":
+        public, private = path, path.with_suffix("")
+    else:
+        private, public = path, path.with_name(path.name + ".pub")
+    for required in (private, public):
+        if not required.is_file():
+            raise NotFoundError(f"ssh key {required}: no such file")
+    text = public.read_text(errors="replace").strip()
+    if not text.startswith(("ssh-", "ecdsa-", "sk-")):
+        raise ApplianceError(f"ssh key {public}: not an OpenSSH public key")
+    return SshKey(private, public)
+
+
+def generated_ssh_key(state_dir: Path) -> SshKey:
+    """The appliance's own key pair, made once in its state directory."""
+    private = state_dir / "id_ed25519"
+    public = state_dir / "id_ed25519.pub"
+    if not (private.is_file() and public.is_file()):
+        private.unlink(missing_ok=True)
+        public.unlink(missing_ok=True)
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "undercloud-appliance",
+                "-f",
+                str(private),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    return SshKey(private, public)
+
+
+@dataclass(frozen=True)
+class SshEndpoint:
+    name: str
+    host: str
+    port: int
+    identity: Path
+    known_hosts: Path
+
+
+def ssh_config_text(endpoint: SshEndpoint) -> str:
+    return (
+        f"Host {endpoint.name}\n"
+        f"    HostName {endpoint.host}\n"
+        f"    Port {endpoint.port}\n"
+        f"    User {SSH_USER}\n"
+        f"    IdentityFile {endpoint.identity}\n"
+        "    IdentitiesOnly yes\n"
+        "    StrictHostKeyChecking accept-new\n"
+        f"    UserKnownHostsFile {endpoint.known_hosts}\n"
+        "    LogLevel ERROR\n"
+    )
+
+
+def inventory_text(endpoint: SshEndpoint) -> str:
+    common_args = (
+        f"-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={endpoint.known_hosts}"
+    )
+    return (
+        "[undercloud]\n"
+        f"{endpoint.name} ansible_host={endpoint.host} ansible_port={endpoint.port} "
+        f"ansible_user={SSH_USER} ansible_ssh_private_key_file={endpoint.identity} "
+        f"ansible_ssh_common_args={shlex.quote(common_args)}\n"
+    )
+
+
+def write_handoff(endpoint: SshEndpoint, directory: Path) -> tuple[Path, Path]:
+    """Write ``ssh.config`` and ``hosts`` into ``directory``; return their paths."""
+    ssh_config = directory / SSH_CONFIG_NAME
+    inventory = directory / INVENTORY_NAME
+    write_file_atomically(ssh_config, ssh_config_text(endpoint).encode())
+    write_file_atomically(inventory, inventory_text(endpoint).encode())
+    return ssh_config, inventory
+
+
+def ssh_command(ssh_config: Path, name: str, *remote: str) -> list[str]:
+    return [
+        "ssh",
+        "-F",
+        str(ssh_config),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=5",
+        name,
+        *remote,
+    ]
+
+
+def wait_for_ssh(ssh_config: Path, name: str, timeout: float, still_running) -> None:
+    """Retry ``ssh ... true`` until it works, the guest stops, or ``timeout`` passes."""
+
+    def attempt() -> None:
+        if not still_running():
+            raise VirtError(f"domain {name!r} stopped while waiting for ssh")
+        result = subprocess.run(
+            ssh_command(ssh_config, name, "true"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ConnectionError(result.stderr.strip().splitlines()[-1:] or "ssh failed")
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type((ConnectionError, subprocess.TimeoutExpired)),
+        stop=tenacity.stop_after_delay(timeout),
+        wait=tenacity.wait_fixed(1),
+        reraise=True,
+    )
+    try:
+        retrying(attempt)
+    except (ConnectionError, subprocess.TimeoutExpired) as error:
+        raise VirtError(f"{name}: ssh did not answer within {timeout:.0f}s ({error})") from None

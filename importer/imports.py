@@ -1,0 +1,534 @@
+"""``import``, ``destroy`` and ``status``: an appliance's life under libvirt.
+
+An import is a list of timed steps (undercloud_appliance.steps).  The
+cached image is only ever a read-only backing file: each appliance gets a
+qcow2 overlay in its state directory
+(``$UNDERCLOUD_APPLIANCE_STATE/<name>`` or
+``~/.local/share/undercloud-appliance/appliances/<name>``), so an import
+from the cache costs the same whatever the image's size.
+
+Importing the build that already runs under the name is a no-op that
+re-checks ssh and rewrites ``ssh.config``/``hosts``; a different build is
+refused without ``--replace``.  A failing fresh import removes the domain
+and state directory it created before the error is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import tenacity
+
+from importer import libvirt_domain
+from importer.cache import ImageCache
+from importer.customise import Customisation, customise_overlay
+from importer.fetch import FetchedImage, fetch_image
+from importer.handoff import (
+    SSH_CONFIG_NAME,
+    SshEndpoint,
+    SshKey,
+    generated_ssh_key,
+    given_ssh_key,
+    ssh_config_text,
+    wait_for_ssh,
+    write_handoff,
+)
+from undercloud_appliance.errors import ApplianceError, NotFoundError, VirtError
+from undercloud_appliance.manifest import write_file_atomically
+from undercloud_appliance.steps import StepRunner, StepTimings
+
+log = logging.getLogger(__name__)
+
+STATE_ENV = "UNDERCLOUD_APPLIANCE_STATE"
+RECORD_NAME = "import.json"
+OVERLAY_NAME = "overlay.qcow2"
+CONSOLE_LOG_NAME = "console.log"
+KNOWN_HOSTS_NAME = "known_hosts"
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+GIB = 1024**3
+# Steps that wait for the guest rather than do our own work.
+GUEST_BOOT_STEPS = ("wait-for-address", "wait-for-ssh")
+
+
+def appliances_dir() -> Path:
+    configured = os.environ.get(STATE_ENV)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return (base / "undercloud-appliance" / "appliances").resolve()
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise ApplianceError(
+            f"invalid appliance name {name!r}: use letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+def state_dir_for(name: str) -> Path:
+    return appliances_dir() / check_name(name)
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    name: str
+    store_url: str
+    release: str
+    label: str | None = None
+    build_id: str | None = None
+    memory_mib: int = 8192
+    vcpus: int = 4
+    disk_size_gib: int | None = None
+    ssh_key: Path | None = None
+    uri: str = libvirt_domain.DEFAULT_URI
+    network: str = "default"
+    replace: bool = False
+    trusted_key: str | None = None
+    handoff_dir: Path = field(default_factory=Path.cwd)
+    boot_timeout: float = 600.0
+    cache: ImageCache | None = None
+
+
+@dataclass
+class ImportContext:
+    options: ImportOptions
+    state_dir: Path
+    connection: Any = None
+    fetched: FetchedImage | None = None
+    key: SshKey | None = None
+    domain: Any = None
+    existing_metadata: dict[str, str] | None = None
+    already_imported: bool = False
+    created_state_dir: bool = False
+    created_domain: bool = False
+    ssh_port: int = 22
+    address: str | None = None
+    ssh_config: Path | None = None
+    inventory: Path | None = None
+
+    @property
+    def overlay(self) -> Path:
+        return self.state_dir / OVERLAY_NAME
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state_dir / KNOWN_HOSTS_NAME
+
+
+@dataclass
+class ImportResult:
+    name: str
+    record: dict[str, Any]
+    ssh_config: Path
+    inventory: Path
+    already_imported: bool
+    timings: StepTimings
+
+    @property
+    def ssh_hint(self) -> str:
+        config = SSH_CONFIG_NAME if self.ssh_config.parent == Path.cwd() else str(self.ssh_config)
+        return f"ssh -F {config} {self.name}"
+
+
+# -- steps that decide what to do -------------------------------------------
+
+
+def step_check_ssh_key(context: ImportContext) -> None:
+    if context.options.ssh_key is not None:
+        context.key = given_ssh_key(context.options.ssh_key)
+
+
+def step_connect_libvirt(context: ImportContext) -> None:
+    context.connection = libvirt_domain.connect(context.options.uri)
+    if context.options.network == "default":
+        libvirt_domain.check_network_active(context.connection)
+
+
+def step_fetch(context: ImportContext) -> None:
+    options = context.options
+    context.fetched = fetch_image(
+        options.store_url,
+        options.release,
+        label=options.label,
+        build_id=options.build_id,
+        cache=options.cache,
+        trusted_key=options.trusted_key,
+    )
+
+
+def step_inspect_existing(context: ImportContext) -> None:
+    options, fetched = context.options, context.fetched
+    assert fetched is not None
+    domain = libvirt_domain.lookup(context.connection, options.name)
+    if domain is None:
+        if context.state_dir.exists():
+            log.info("removing stale state %s (no domain %s)", context.state_dir, options.name)
+            shutil.rmtree(context.state_dir)
+        return
+    metadata = libvirt_domain.read_metadata(domain)
+    if metadata is None:
+        raise VirtError(
+            f"libvirt domain {options.name!r} already exists and was not created by "
+            "undercloud-appliance: choose another --name"
+        )
+    if metadata.get("sha256") == fetched.sha256 and not options.replace:
+        context.domain = domain
+        context.existing_metadata = metadata
+        context.already_imported = True
+        return
+    if not options.replace:
+        raise ApplianceError(
+            f"appliance {options.name!r} runs build {metadata.get('build-id')} of "
+            f"{metadata.get('release')}; importing build {fetched.build_id} needs --replace"
+        )
+    log.info("replacing appliance %s (build %s)", options.name, metadata.get("build-id"))
+    teardown(domain, context.state_dir)
+
+
+# -- steps of a fresh import ---------------------------------------------------
+
+
+def step_create_overlay(context: ImportContext) -> None:
+    fetched = context.fetched
+    assert fetched is not None
+    context.state_dir.mkdir(parents=True, exist_ok=False)
+    context.created_state_dir = True
+    if context.key is None:
+        context.key = generated_ssh_key(context.state_dir)
+    command = [
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "qcow2",
+        "-b",
+        str(fetched.image_path),
+        str(context.overlay),
+    ]
+    if grow_to_bytes(context) is not None:
+        command.append(str(grow_to_bytes(context)))
+    _run(command, "creating the overlay")
+
+
+def grow_to_bytes(context: ImportContext) -> int | None:
+    """The overlay's size when --disk-size asks for more than the image has."""
+    size_gib = context.options.disk_size_gib
+    if size_gib is None or context.fetched is None:
+        return None
+    wanted = size_gib * GIB
+    return wanted if wanted > context.fetched.manifest["image"]["virtual_size"] else None
+
+
+def step_customise_overlay(context: ImportContext) -> None:
+    assert context.key is not None
+    report = customise_overlay(
+        context.overlay,
+        Customisation(
+            hostname=context.options.name,
+            authorized_key=context.key.public_text(),
+            grow_root=grow_to_bytes(context) is not None,
+        ),
+    )
+    log.info("customised %s (root %s)", context.overlay.name, report.root_device)
+
+
+def step_define_and_start(context: ImportContext) -> None:
+    options, fetched = context.options, context.fetched
+    assert fetched is not None
+    if options.network == "user":
+        context.ssh_port = free_local_port()
+    context.domain = libvirt_domain.define_and_start(
+        context.connection,
+        libvirt_domain.DomainSpec(
+            name=options.name,
+            overlay=context.overlay,
+            memory_mib=options.memory_mib,
+            vcpus=options.vcpus,
+            network=options.network,
+            ssh_port=context.ssh_port if options.network == "user" else None,
+            console_log=context.state_dir / CONSOLE_LOG_NAME,
+            metadata=domain_metadata(context),
+        ),
+    )
+    context.created_domain = True
+
+
+# -- steps shared by fresh imports and re-imports ---------------------------------
+
+
+def step_start_if_stopped(context: ImportContext) -> None:
+    if libvirt_domain.ensure_running(context.domain):
+        log.info("started domain %s", context.options.name)
+    metadata = context.existing_metadata or {}
+    context.ssh_port = int(metadata.get("port") or 22)
+    if context.key is None:
+        context.key = recorded_ssh_key(context.state_dir) or generated_ssh_key(context.state_dir)
+
+
+def recorded_ssh_key(state_dir: Path) -> SshKey | None:
+    """The key the appliance was imported with (maybe a --ssh-key given then)."""
+    try:
+        private = json.loads((state_dir / RECORD_NAME).read_text())["ssh_key"]
+        return given_ssh_key(Path(private))
+    except (OSError, ValueError, KeyError, TypeError, ApplianceError):
+        return None
+
+
+def step_wait_for_address(context: ImportContext) -> None:
+    if context.options.network == "user" or (
+        context.existing_metadata and context.existing_metadata.get("network") == "user"
+    ):
+        context.address = "127.0.0.1"
+        return
+
+    def lease() -> str:
+        if not context.domain.isActive():
+            raise VirtError(f"domain {context.options.name!r} stopped: {console_tail(context)}")
+        address = libvirt_domain.lease_address(context.domain)
+        if address is None:
+            raise LookupError("no DHCP lease yet")
+        return address
+
+    try:
+        context.address = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(LookupError),
+            stop=tenacity.stop_after_delay(context.options.boot_timeout),
+            wait=tenacity.wait_fixed(1),
+            reraise=True,
+        )(lease)
+    except LookupError:
+        raise VirtError(
+            f"domain {context.options.name!r} got no DHCP lease within "
+            f"{context.options.boot_timeout:.0f}s: {console_tail(context)}"
+        ) from None
+
+
+def step_wait_for_ssh(context: ImportContext) -> None:
+    assert context.key is not None and context.address is not None
+    context.ssh_config = context.state_dir / SSH_CONFIG_NAME
+    write_file_atomically(context.ssh_config, ssh_config_text(endpoint(context)).encode())
+    try:
+        wait_for_ssh(
+            context.ssh_config,
+            context.options.name,
+            context.options.boot_timeout,
+            still_running=lambda: bool(context.domain.isActive()),
+        )
+    except VirtError as error:
+        raise VirtError(f"{error}; {console_tail(context)}") from None
+
+
+def step_write_handoff(context: ImportContext) -> None:
+    context.ssh_config, context.inventory = write_handoff(
+        endpoint(context), context.options.handoff_dir
+    )
+    libvirt_domain.write_metadata(context.domain, domain_metadata(context))
+
+
+FRESH_IMPORT_STEPS = (
+    step_create_overlay,
+    step_customise_overlay,
+    step_define_and_start,
+    step_wait_for_address,
+    step_wait_for_ssh,
+    step_write_handoff,
+)
+RE_IMPORT_STEPS = (
+    step_start_if_stopped,
+    step_wait_for_address,
+    step_wait_for_ssh,
+    step_write_handoff,
+)
+
+
+def endpoint(context: ImportContext) -> SshEndpoint:
+    assert context.key is not None and context.address is not None
+    return SshEndpoint(
+        name=context.options.name,
+        host=context.address,
+        port=context.ssh_port,
+        identity=context.key.private,
+        known_hosts=context.known_hosts,
+    )
+
+
+def domain_metadata(context: ImportContext) -> dict[str, str]:
+    fetched = context.fetched
+    assert fetched is not None
+    network = context.options.network
+    if context.already_imported and context.existing_metadata:
+        network = context.existing_metadata.get("network", network)
+    values = {
+        "build-id": fetched.build_id,
+        "release": fetched.release,
+        "puddle": fetched.puddle_id or "",
+        "sha256": fetched.sha256,
+        "network": network,
+        "port": str(context.ssh_port),
+        "state-dir": str(context.state_dir),
+    }
+    if context.address:
+        values["address"] = context.address
+    return values
+
+
+def run_import(options: ImportOptions) -> ImportResult:
+    context = ImportContext(options, state_dir_for(options.name))
+    timings = StepTimings()
+    StepRunner(
+        (step_check_ssh_key, step_connect_libvirt, step_fetch, step_inspect_existing),
+        timings,
+    ).run(context)
+    if context.already_imported:
+        log.info("build %s is already imported as %s", context.fetched.build_id, options.name)
+        StepRunner(RE_IMPORT_STEPS, timings).run(context)
+    else:
+        try:
+            StepRunner(FRESH_IMPORT_STEPS, timings).run(context)
+        except BaseException:
+            undo_fresh_import(context)
+            raise
+    record = import_record(context, timings)
+    write_file_atomically(
+        context.state_dir / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode()
+    )
+    assert context.ssh_config is not None and context.inventory is not None
+    return ImportResult(
+        options.name,
+        record,
+        context.ssh_config,
+        context.inventory,
+        context.already_imported,
+        timings,
+    )
+
+
+def undo_fresh_import(context: ImportContext) -> None:
+    """Leave nothing half-created: the domain and state directory made by this run."""
+    if context.created_domain and context.domain is not None:
+        with contextlib.suppress(ApplianceError):
+            libvirt_domain.remove_domain(context.domain)
+    if context.created_state_dir:
+        shutil.rmtree(context.state_dir, ignore_errors=True)
+
+
+def import_record(context: ImportContext, timings: StepTimings) -> dict[str, Any]:
+    fetched = context.fetched
+    assert fetched is not None
+    seconds = timings.as_dict()
+    guest_boot = sum(seconds.get(name, 0.0) for name in GUEST_BOOT_STEPS)
+    return {
+        "name": context.options.name,
+        "release": fetched.release,
+        "build_id": fetched.build_id,
+        "puddle": fetched.puddle_id,
+        "sha256": fetched.sha256,
+        "image": str(fetched.image_path),
+        "overlay": str(context.overlay),
+        "network": domain_metadata(context)["network"],
+        "address": context.address,
+        "port": context.ssh_port,
+        "ssh_key": str(context.key.private) if context.key else None,
+        "uri": context.options.uri,
+        "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "already_imported": context.already_imported,
+        "timings": seconds,
+        "our_seconds": round(sum(seconds.values()) - guest_boot, 3),
+        "guest_boot_seconds": round(guest_boot, 3),
+    }
+
+
+def teardown(domain: Any | None, state_dir: Path) -> None:
+    if domain is not None:
+        libvirt_domain.remove_domain(domain)
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+
+
+def destroy(name: str, uri: str) -> list[str]:
+    """Remove the domain and its state (overlay, key); keep the image cache."""
+    state_dir = state_dir_for(name)
+    connection = libvirt_domain.connect(uri)
+    domain = libvirt_domain.lookup(connection, name)
+    if domain is not None and libvirt_domain.read_metadata(domain) is None:
+        raise VirtError(
+            f"libvirt domain {name!r} was not created by undercloud-appliance: not destroying it"
+        )
+    if domain is None and not state_dir.exists():
+        raise NotFoundError(f"no appliance named {name!r} (no libvirt domain, no {state_dir})")
+    removed = []
+    if domain is not None:
+        removed.append(f"domain {name}")
+    if state_dir.exists():
+        removed.append(str(state_dir))
+    teardown(domain, state_dir)
+    return removed
+
+
+def status(name: str, uri: str) -> dict[str, Any]:
+    state_dir = state_dir_for(name)
+    connection = libvirt_domain.connect(uri)
+    domain = libvirt_domain.lookup(connection, name)
+    try:
+        record = json.loads((state_dir / RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        record = {}
+    metadata = libvirt_domain.read_metadata(domain) if domain is not None else None
+    if domain is not None and metadata is None:
+        raise VirtError(f"libvirt domain {name!r} was not created by undercloud-appliance")
+    if domain is None and not record:
+        raise NotFoundError(f"no appliance named {name!r} (no libvirt domain, no {state_dir})")
+    metadata = metadata or {}
+    return {
+        "name": name,
+        "state": libvirt_domain.state_name(domain),
+        "build_id": metadata.get("build-id") or record.get("build_id"),
+        "release": metadata.get("release") or record.get("release"),
+        "puddle": metadata.get("puddle") or record.get("puddle"),
+        "sha256": metadata.get("sha256") or record.get("sha256"),
+        "address": metadata.get("address") or record.get("address"),
+        "port": int(metadata.get("port") or record.get("port") or 22),
+        "network": metadata.get("network") or record.get("network"),
+        "overlay": record.get("overlay"),
+        "image": record.get("image"),
+        "state_dir": str(state_dir),
+    }
+
+
+def console_tail(context: ImportContext) -> str:
+    try:
+        lines = (context.state_dir / CONSOLE_LOG_NAME).read_text(errors="replace").splitlines()
+    except OSError:
+        return "no console log"
+    last = [line.strip() for line in lines if line.strip()][-1:]
+    return f"last console line: {last[0][:160]!r}" if last else "console log is empty"
+
+
+def free_local_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run(command: list[str], what: str) -> None:
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise ApplianceError(f"{what}: {command[0]} is not installed") from None
+    except subprocess.CalledProcessError as error:
+        detail = (error.stderr or "").strip().splitlines()[-1:] or [f"exit {error.returncode}"]
+        raise ApplianceError(f"{what}: {detail[0]}") from None

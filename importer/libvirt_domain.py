@@ -1,0 +1,267 @@
+"""The libvirt side of an import: connection, domain XML, lifecycle, metadata.
+
+The domain runs qemu as the importing user (a static DAC label, no
+relabelling), so it reads the cached image and the overlay where they are,
+under the user's home, without libvirt chowning them.  Import metadata is
+kept in the domain's ``<metadata>`` under ``METADATA_NAMESPACE``: a domain
+without it was not created by this tool and is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from undercloud_appliance.errors import VirtError
+from undercloud_appliance.hypervisor import accelerator, libvirt_domain_type
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URI = "qemu:///system"
+METADATA_NAMESPACE = "https://undercloud-appliance.invalid/import/1"
+METADATA_PREFIX = "ua"
+QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
+NETWORK_MODES = ("default", "user")
+
+
+def _libvirt() -> Any:
+    try:
+        import libvirt
+    except ImportError:
+        raise VirtError(
+            "the libvirt Python bindings are missing: install Debian's python3-libvirt "
+            "and use a venv made with --system-site-packages"
+        ) from None
+    # libvirt prints every error on stderr by default; ours become one line.
+    libvirt.registerErrorHandler(lambda _context, _error: None, None)
+    return libvirt
+
+
+def connect(uri: str) -> Any:
+    libvirt = _libvirt()
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as error:
+        raise VirtError(f"cannot connect to libvirt at {uri}: {_message(error)}") from None
+
+
+def _message(error: Any) -> str:
+    text = error.get_error_message() if hasattr(error, "get_error_message") else str(error)
+    return (text or str(error)).splitlines()[0]
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    overlay: Path
+    memory_mib: int
+    vcpus: int
+    network: str  # "default" (libvirt NAT network) or "user" (qemu user networking)
+    ssh_port: int | None  # the host port forwarded to the guest's 22 with "user"
+    console_log: Path
+    metadata: dict[str, str]
+
+
+def metadata_xml(values: dict[str, str]) -> str:
+    fields = "".join(
+        f"<{METADATA_PREFIX}:{key}>{escape(str(value))}</{METADATA_PREFIX}:{key}>"
+        for key, value in values.items()
+        if value is not None
+    )
+    return (
+        f"<{METADATA_PREFIX}:appliance xmlns:{METADATA_PREFIX}={quoteattr(METADATA_NAMESPACE)}>"
+        f"{fields}</{METADATA_PREFIX}:appliance>"
+    )
+
+
+def domain_xml(spec: DomainSpec) -> str:
+    if spec.network not in NETWORK_MODES:
+        raise VirtError(f"network {spec.network!r}: use one of {', '.join(NETWORK_MODES)}")
+    cpu = "<cpu mode='host-passthrough'/>" if accelerator() == "kvm" else ""
+    interface = ""
+    qemu_commandline = ""
+    if spec.network == "default":
+        interface = (
+            "<interface type='network'><source network='default'/>"
+            "<model type='virtio'/></interface>"
+        )
+    else:
+        # addr 0x10 keeps the NIC clear of the slots libvirt assigns (VGA etc.).
+        qemu_commandline = (
+            "<qemu:commandline>"
+            "<qemu:arg value='-netdev'/>"
+            f"<qemu:arg value='user,id=un0,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22'/>"
+            "<qemu:arg value='-device'/>"
+            "<qemu:arg value='virtio-net-pci,netdev=un0,addr=0x10'/>"
+            "</qemu:commandline>"
+        )
+    label = f"+{os.getuid()}:+{os.getgid()}"
+    return f"""<domain type='{libvirt_domain_type()}' xmlns:qemu='{QEMU_NAMESPACE}'>
+  <name>{escape(spec.name)}</name>
+  <title>undercloud appliance {escape(spec.metadata.get("build-id", ""))}</title>
+  <metadata>{metadata_xml(spec.metadata)}</metadata>
+  <memory unit='MiB'>{spec.memory_mib}</memory>
+  <vcpu>{spec.vcpus}</vcpu>
+  <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>
+  <features><acpi/><apic/></features>
+  {cpu}
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' discard='unmap'/>
+      <source file={quoteattr(str(spec.overlay))}/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    {interface}
+    <serial type='pty'>
+      <log file={quoteattr(str(spec.console_log))} append='off'/>
+      <target port='0'/>
+    </serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+    <memballoon model='none'/>
+  </devices>
+  <seclabel type='static' model='dac' relabel='no'><label>{label}</label></seclabel>
+  {qemu_commandline}
+</domain>
+"""
+
+
+def lookup(connection: Any, name: str) -> Any | None:
+    libvirt = _libvirt()
+    try:
+        return connection.lookupByName(name)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise VirtError(f"libvirt domain {name!r}: {_message(error)}") from None
+
+
+def read_metadata(domain: Any) -> dict[str, str] | None:
+    """Our import metadata, or None for a domain this tool did not create."""
+    libvirt = _libvirt()
+    try:
+        text = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NAMESPACE, 0)
+    except libvirt.libvirtError:
+        return None
+    element = ET.fromstring(text)
+    return {child.tag.split("}")[-1]: child.text or "" for child in element}
+
+
+def write_metadata(domain: Any, values: dict[str, str]) -> None:
+    libvirt = _libvirt()
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if domain.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    inner = metadata_xml(values)
+    try:
+        domain.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            inner,
+            METADATA_PREFIX,
+            METADATA_NAMESPACE,
+            flags,
+        )
+    except libvirt.libvirtError as error:
+        raise VirtError(
+            f"domain {domain.name()}: cannot store metadata: {_message(error)}"
+        ) from None
+
+
+def define_and_start(connection: Any, spec: DomainSpec) -> Any:
+    libvirt = _libvirt()
+    try:
+        domain = connection.defineXML(domain_xml(spec))
+    except libvirt.libvirtError as error:
+        raise VirtError(f"cannot define domain {spec.name!r}: {_message(error)}") from None
+    try:
+        domain.create()
+    except libvirt.libvirtError as error:
+        with contextlib.suppress(libvirt.libvirtError):
+            domain.undefine()
+        raise VirtError(f"cannot start domain {spec.name!r}: {_message(error)}") from None
+    return domain
+
+
+def ensure_running(domain: Any) -> bool:
+    """Start the domain if it is shut off; return whether it was started here."""
+    libvirt = _libvirt()
+    if domain.isActive():
+        return False
+    try:
+        domain.create()
+    except libvirt.libvirtError as error:
+        raise VirtError(f"cannot start domain {domain.name()!r}: {_message(error)}") from None
+    return True
+
+
+def remove_domain(domain: Any) -> None:
+    """Stop (hard) and undefine; a domain already gone is fine."""
+    libvirt = _libvirt()
+    name = domain.name()
+    try:
+        if domain.isActive():
+            domain.destroy()
+    except libvirt.libvirtError as error:
+        if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise VirtError(f"cannot stop domain {name!r}: {_message(error)}") from None
+    try:
+        domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise VirtError(f"cannot undefine domain {name!r}: {_message(error)}") from None
+
+
+def state_name(domain: Any | None) -> str:
+    if domain is None:
+        return "absent"
+    libvirt = _libvirt()
+    state, _reason = domain.state()
+    return {
+        libvirt.VIR_DOMAIN_RUNNING: "running",
+        libvirt.VIR_DOMAIN_BLOCKED: "running",
+        libvirt.VIR_DOMAIN_PAUSED: "paused",
+        libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down",
+        libvirt.VIR_DOMAIN_SHUTOFF: "shut-off",
+        libvirt.VIR_DOMAIN_CRASHED: "crashed",
+        libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+    }.get(state, "unknown")
+
+
+def lease_address(domain: Any) -> str | None:
+    """The guest's IPv4 address from libvirt's DHCP leases, if it has one yet."""
+    libvirt = _libvirt()
+    try:
+        interfaces = domain.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE)
+    except libvirt.libvirtError:
+        return None
+    for interface in (interfaces or {}).values():
+        for address in interface.get("addrs") or []:
+            if address.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4:
+                return address["addr"]
+    return None
+
+
+def check_network_active(connection: Any, name: str = "default") -> None:
+    libvirt = _libvirt()
+    try:
+        network = connection.networkLookupByName(name)
+        active = network.isActive()
+    except libvirt.libvirtError:
+        raise VirtError(
+            f"libvirt network {name!r} does not exist: define it, or use --network user"
+        ) from None
+    if not active:
+        raise VirtError(
+            f"libvirt network {name!r} is not active: run 'virsh net-start {name}', "
+            "or use --network user"
+        )
