@@ -1,0 +1,313 @@
+"""publish, promote, prune and list against real stores: a local directory,
+nginx with WebDAV, and sshd with rsync, all started by the tests on 127.0.0.1.
+
+Every published directory is checked with the real ``sha256sum -c`` and
+``md5sum -c`` in the directory the server serves from, and labels are
+fetched by a plain HTTP client (requests / curl) without this tool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import run_cli
+from tests.support.fake_build import make_fake_build, new_build_id
+from tests.support.nginx import NginxServer
+from tests.support.sshd import SshServer
+from undercloud_appliance.store_layout import (
+    BUILD_ID_NAME,
+    IMAGE_NAME,
+    MD5_NAME,
+    SHA256_NAME,
+    SIGNATURE_NAME,
+    SUMS_NAME,
+)
+
+RELEASE = "debian-ci"
+
+
+@dataclass
+class StoreUnderTest:
+    """A store URL plus the directory on disk where its server keeps the files."""
+
+    kind: str
+    url: str
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+    http_url: str | None = None  # where a plain HTTP client reads the same tree
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run_cli(*args, "--store", self.url, check=check, env={**os.environ, **self.env})
+
+
+@pytest.fixture(scope="module")
+def sshd() -> Iterator[SshServer]:
+    with SshServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["file", "webdav", "ssh"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
+    root = tmp_path / "store"
+    root.mkdir()
+    if request.param == "file":
+        # nginx serves the same tree to show plain HTTP clients follow labels.
+        with NginxServer(root) as http:
+            yield StoreUnderTest("file", f"file://{root}", root, http_url=http.url)
+    elif request.param == "webdav":
+        with NginxServer(root, dav=True, auth=("publisher", "s3cret-pw")) as http:
+            yield StoreUnderTest(
+                "webdav",
+                f"{http.url}/",
+                root,
+                env={
+                    "UNDERCLOUD_APPLIANCE_STORE_USER": "publisher",
+                    "UNDERCLOUD_APPLIANCE_STORE_PASSWORD": "s3cret-pw",
+                },
+                http_url=None,  # needs auth; checked with requests below
+            )
+    else:
+        server: SshServer = request.getfixturevalue("sshd")
+        with NginxServer(root) as http:
+            yield StoreUnderTest(
+                "ssh",
+                server.url(root),
+                root,
+                env={"UNDERCLOUD_APPLIANCE_SSH_COMMAND": server.ssh_command},
+                http_url=http.url,
+            )
+
+
+@pytest.fixture
+def builds(tmp_path: Path) -> list[Path]:
+    """Three builds of one release, oldest first."""
+    return [
+        make_fake_build(tmp_path / f"build-{n}", RELEASE, build_id=f"2026112{n}T040000Z-00000{n}")
+        for n in range(1, 4)
+    ]
+
+
+def build_id_of(build: Path) -> str:
+    return json.loads((build / "manifest.json").read_text())["build_id"]
+
+
+def check_with_coreutils(directory: Path) -> None:
+    """What a user does after a download: the real sha256sum and md5sum."""
+    for command in (
+        ["sha256sum", "-c", SUMS_NAME],
+        ["sha256sum", "-c", SHA256_NAME],
+        ["md5sum", "-c", MD5_NAME],
+    ):
+        result = subprocess.run(command, cwd=directory, capture_output=True, text=True)
+        assert result.returncode == 0, f"{command} in {directory}: {result.stdout}{result.stderr}"
+        assert "OK" in result.stdout
+
+
+def test_publish_promote_prune_list(store: StoreUnderTest, builds: list[Path]) -> None:
+    ids = [build_id_of(build) for build in builds]
+    for build in builds:
+        store.cli("publish", str(build))
+    for build_id in ids:
+        published = store.root / RELEASE / build_id
+        assert sorted(p.name for p in published.iterdir()) == sorted(
+            ["BUILD_ID", "SHA256SUMS", "manifest.json", IMAGE_NAME, MD5_NAME, SHA256_NAME]
+        )
+        check_with_coreutils(published)
+        assert (published / BUILD_ID_NAME).read_text() == f"{build_id}\n"
+        assert (published / IMAGE_NAME).read_bytes() == (
+            builds[ids.index(build_id)] / IMAGE_NAME
+        ).read_bytes()
+    # No staging leftovers after success.
+    assert [
+        p.name
+        for p in (store.root / RELEASE).iterdir()
+        if p.name.startswith(".") and p.name != ".lock"
+    ] == []
+
+    store.cli("promote", RELEASE, ids[0], "--label", "current")
+    store.cli("promote", RELEASE, ids[1], "--label", "current")
+    label = store.root / RELEASE / "current"
+    previous = store.root / RELEASE / "previous-current"
+    assert (label / BUILD_ID_NAME).read_text().strip() == ids[1]
+    assert (previous / BUILD_ID_NAME).read_text().strip() == ids[0]
+    check_with_coreutils(label)
+    check_with_coreutils(previous)
+
+    # A plain HTTP client needs nothing but the stable URL.
+    if store.http_url:
+        base = f"{store.http_url}/{RELEASE}/current"
+        assert requests.get(f"{base}/{BUILD_ID_NAME}").text.strip() == ids[1]
+        image = requests.get(f"{base}/{IMAGE_NAME}")
+        assert image.status_code == 200
+        assert image.content == (builds[1] / IMAGE_NAME).read_bytes()
+        ranged = requests.get(f"{base}/{IMAGE_NAME}", headers={"Range": "bytes=0-3"})
+        assert ranged.status_code == 206 and ranged.content == b"QFI\xfb"
+
+    listing = json.loads(store.cli("list", "--json").stdout)
+    (release,) = listing["releases"]
+    assert release["release"] == RELEASE
+    assert release["labels"] == {"current": ids[1], "previous-current": ids[0]}
+    assert [b["build_id"] for b in release["builds"]] == list(reversed(ids))
+    newest = release["builds"][0]
+    assert newest["size"] == (builds[2] / IMAGE_NAME).stat().st_size
+    assert newest["puddle"] == "2026-11-21.1"
+    text = store.cli("list", RELEASE).stdout
+    assert "current -> " + ids[1] in text and "puddle=2026-11-21.1" in text
+
+    # keep 1: the newest stays; the two older ones are labelled, so they stay too.
+    store.cli("prune", RELEASE, "--keep", "1")
+    assert all((store.root / RELEASE / build_id).is_dir() for build_id in ids)
+    # Move the label forward twice: ids[0] loses both labels and is pruned.
+    store.cli("promote", RELEASE, ids[2], "--label", "current")
+    result = store.cli("prune", RELEASE, "--keep", "0")
+    assert f"deleted {RELEASE}/{ids[0]}" in result.stdout
+    assert not (store.root / RELEASE / ids[0]).exists()
+    assert (store.root / RELEASE / ids[1]).is_dir()  # previous-current
+    assert (store.root / RELEASE / ids[2]).is_dir()  # current
+    check_with_coreutils(store.root / RELEASE / "current")
+
+
+def test_signed_publish_verifies_with_gpg(store: StoreUnderTest, tmp_path: Path) -> None:
+    gnupghome = tmp_path / "gnupg"
+    gnupghome.mkdir(mode=0o700)
+    env = {**os.environ, "GNUPGHOME": str(gnupghome)}
+    subprocess.run(
+        [
+            "gpg",
+            "--batch",
+            "--quick-generate-key",
+            "--passphrase",
+            "",
+            "test-signer@example.invalid",
+            "ed25519",
+            "sign",
+            "1d",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    build = make_fake_build(tmp_path / "build", RELEASE)
+    store.env["GNUPGHOME"] = str(gnupghome)
+    store.cli("publish", str(build), "--sign-key", "test-signer@example.invalid")
+    published = store.root / RELEASE / build_id_of(build)
+    verify = subprocess.run(
+        ["gpg", "--batch", "--verify", SIGNATURE_NAME, SUMS_NAME],
+        cwd=published,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert "Good signature" in verify.stderr
+    # A changed SHA256SUMS must not verify: the check above can fail.
+    (tmp_path / "tampered").write_bytes((published / SUMS_NAME).read_bytes() + b"\n")
+    tampered = subprocess.run(
+        ["gpg", "--batch", "--verify", str(published / SIGNATURE_NAME), str(tmp_path / "tampered")],
+        env=env,
+        capture_output=True,
+    )
+    assert tampered.returncode != 0
+
+
+def test_promote_refuses_corrupted_build(store: StoreUnderTest, builds: list[Path]) -> None:
+    build_id = build_id_of(builds[0])
+    store.cli("publish", str(builds[0]))
+    image = store.root / RELEASE / build_id / IMAGE_NAME
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    image.write_bytes(bytes(data))
+    result = store.cli("promote", RELEASE, build_id, "--label", "current", check=False)
+    assert result.returncode != 0
+    assert "sha256" in result.stderr and "Traceback" not in result.stderr
+    assert not (store.root / RELEASE / "current").exists()
+
+
+def test_promote_refuses_incomplete_build(store: StoreUnderTest, builds: list[Path]) -> None:
+    build_id = build_id_of(builds[0])
+    store.cli("publish", str(builds[0]))
+    (store.root / RELEASE / build_id / MD5_NAME).unlink()
+    result = store.cli("promote", RELEASE, build_id, "--label", "current", check=False)
+    assert result.returncode != 0
+    assert MD5_NAME in result.stderr
+    assert not (store.root / RELEASE / "current").exists()
+
+
+def test_smoke_failure_blocks_promotion_unless_forced(
+    store: StoreUnderTest, tmp_path: Path
+) -> None:
+    build = make_fake_build(tmp_path / "build", RELEASE, smoke_passed=False)
+    build_id = build_id_of(build)
+    store.cli("publish", str(build))
+    refused = store.cli("promote", RELEASE, build_id, "--label", "current", check=False)
+    assert refused.returncode != 0 and "smoke" in refused.stderr
+    assert not (store.root / RELEASE / "current").exists()
+
+    forced = store.cli("promote", RELEASE, build_id, "--label", "current", "--force")
+    assert "smoke" in forced.stderr  # logged
+    manifest = json.loads((store.root / RELEASE / build_id / "manifest.json").read_text())
+    (promotion,) = manifest["promotions"]
+    assert promotion["label"] == "current" and promotion["forced"] is True
+    # The label shows the updated manifest, and the checksum files still verify.
+    label_manifest = json.loads((store.root / RELEASE / "current" / "manifest.json").read_text())
+    assert label_manifest["promotions"] == manifest["promotions"]
+    check_with_coreutils(store.root / RELEASE / "current")
+
+
+def test_passed_smoke_promotes(store: StoreUnderTest, tmp_path: Path) -> None:
+    build = make_fake_build(tmp_path / "build", RELEASE, smoke_passed=True)
+    store.cli("publish", str(build))
+    store.cli("promote", RELEASE, build_id_of(build), "--label", "stable")
+    manifest = json.loads((store.root / RELEASE / "stable" / "manifest.json").read_text())
+    assert manifest["promotions"] == []
+
+
+def test_republishing_the_same_build_is_refused(store: StoreUnderTest, builds: list[Path]) -> None:
+    store.cli("publish", str(builds[0]))
+    again = store.cli("publish", str(builds[0]), check=False)
+    assert again.returncode != 0 and "already published" in again.stderr
+    check_with_coreutils(store.root / RELEASE / build_id_of(builds[0]))
+
+
+def test_concurrent_publishes_and_promotions(store: StoreUnderTest, tmp_path: Path) -> None:
+    """Two publishes at once both succeed; two promotions of one label serialise."""
+    image_source = make_fake_build(tmp_path / "source", RELEASE, data_mib=8) / IMAGE_NAME
+    builds = [
+        make_fake_build(
+            tmp_path / f"b{n}", RELEASE, build_id=new_build_id(), image_from=image_source
+        )
+        for n in range(2)
+    ]
+    env = {**os.environ, **store.env}
+    import sys
+
+    def start(*args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "undercloud_appliance", *args, "--store", store.url],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    publishes = [start("publish", str(build)) for build in builds]
+    for process in publishes:
+        _out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    ids = [build_id_of(build) for build in builds]
+    promotions = [start("promote", RELEASE, build_id, "--label", "current") for build_id in ids]
+    outputs = [process.communicate(timeout=120) for process in promotions]
+    assert all(process.returncode == 0 for process in promotions), outputs
+    current = (store.root / RELEASE / "current" / BUILD_ID_NAME).read_text().strip()
+    previous = (store.root / RELEASE / "previous-current" / BUILD_ID_NAME).read_text().strip()
+    # Serialised: one promotion saw the other's result as its "previous".
+    assert {current, previous} == set(ids)
+    check_with_coreutils(store.root / RELEASE / "current")
