@@ -90,22 +90,25 @@ def _parent_path(path: str) -> str:
     return match.group(1) if match else ""
 
 
-def _origin_of(path: str, origins: Mapping[str, str], fallback: str) -> str:
-    while path:
-        if path in origins:
-            return origins[path]
-        path = _parent_path(path)
-    return fallback
+def _origin_of(
+    path: str, origins: Mapping[str, str], fallback: str, *, file_only: bool = False
+) -> str:
+    """The origin of ``path`` or of its closest parent that has one.
 
-
-def _error_location(path: str, origins: Mapping[str, str], fallback: str) -> str:
-    """The closest file:line for a problem at ``path`` (never ``(default)``)."""
+    ``file_only`` skips ``(default)`` and ``(file name)``: an error must
+    point at a file.
+    """
     while path:
-        origin = origins.get(path, "")
-        if origin and not origin.startswith("("):
+        origin = origins.get(path)
+        if origin and not (file_only and origin.startswith("(")):
             return origin
         path = _parent_path(path)
     return fallback
+
+
+def _error(invalid: Invalid, origins: Mapping[str, str], fallback: str) -> ProfileError:
+    location = _origin_of(invalid.path, origins, fallback, file_only=True)
+    return ProfileError(f"{location}: {invalid.path}: {invalid.message}")
 
 
 def profiles_dir_default() -> Path:
@@ -304,9 +307,7 @@ def check_profile_data(data: dict[str, Any], origins: dict[str, str], top: str) 
                 continue
             _apply(entry, container, leaf, entry.key, data, origins)
     except Invalid as invalid:
-        raise ProfileError(
-            f"{_error_location(invalid.path, origins, top)}: {invalid.path}: {invalid.message}"
-        ) from None
+        raise _error(invalid, origins, top) from None
 
 
 def _container(data: dict[str, Any], parents: list[str]) -> dict[str, Any]:
@@ -413,9 +414,7 @@ def validate_profile_statically(profile: Profile) -> None:
         _check_elements(data)
         _check_templates(data)
     except Invalid as invalid:
-        raise ProfileError(
-            f"{_error_location(invalid.path, origins, top)}: {invalid.path}: {invalid.message}"
-        ) from None
+        raise _error(invalid, origins, top) from None
 
 
 def _check_elements(data: Mapping[str, Any]) -> None:

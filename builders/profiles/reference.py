@@ -24,7 +24,9 @@ A release profile is one YAML file per release in ``release-profiles/``
 (``debian-zed.yaml`` is the release ``debian-zed``).  Files in
 ``release-profiles/bases/`` are shared bases, not buildable releases; they
 are checked through the releases that extend them.  Set
-``UNDERCLOUD_APPLIANCE_PROFILES`` to use another profiles directory.
+``UNDERCLOUD_APPLIANCE_PROFILES`` (or pass ``profiles --profiles-dir DIR``)
+to use another profiles directory.  A profile given as a path to a
+``.yaml`` file still resolves ``extends`` in the profiles directory.
 
 Inspect and check profiles with::
 
