@@ -43,12 +43,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from importer import puddle_history
 from importer.package_managers import (
-    MANAGED_MARKER,
     PackageManager,
+    UpdatePlan,
     check_package_names,
     check_puddle_id,
     check_repo_url,
     get_package_manager,
+    is_puddle_repo_file,
+    plan_update,
 )
 from importer.version_diff import VersionDiff, diff_versions
 from undercloud_appliance.errors import ApplianceError
@@ -118,6 +120,7 @@ class _Update:
     puddle: dict[str, Any] = field(default_factory=dict)
     release: str = ""
     package_manager: PackageManager | None = None
+    plan: UpdatePlan | None = None
     puddle_id: str = ""
     previous_puddle_id: str | None = None
     repos: list[dict[str, Any]] = field(default_factory=list)
@@ -125,7 +128,7 @@ class _Update:
     guest: Any = None
     root: str = ""
     mountpoints: list[str] = field(default_factory=list)
-    removed_policy_rc_d: bool = False
+    created_policy_rc_d: bool = False
     before: dict[str, str] = field(default_factory=dict)
     after: dict[str, str] = field(default_factory=dict)
     diff: VersionDiff = field(default_factory=VersionDiff)
@@ -281,8 +284,7 @@ def step_open_image(ctx: _Update) -> None:
     guest.mkdir_p(GUEST_LOG_DIR)
 
 
-def _managed_repo_paths(ctx: _Update, old_urls: set[str]) -> list[str]:
-    """Repo files of earlier puddles: ours (marker) or naming an old puddle URL."""
+def _previous_puddle_repo_paths(ctx: _Update, previous_urls: set[str]) -> list[str]:
     pm = ctx.package_manager
     assert pm is not None
     if not ctx.guest.is_dir(pm.repo_dir):
@@ -290,10 +292,9 @@ def _managed_repo_paths(ctx: _Update, old_urls: set[str]) -> list[str]:
     paths = []
     for name in ctx.guest.ls(pm.repo_dir):
         path = f"{pm.repo_dir}/{name}"
-        if not ctx.guest.is_file(path):
-            continue
-        text = ctx.guest.read_file(path).decode("utf-8", "replace")
-        if text.startswith(MANAGED_MARKER) or any(url and url in text for url in old_urls):
+        if ctx.guest.is_file(path) and is_puddle_repo_file(
+            ctx.guest.read_file(path).decode("utf-8", "replace"), previous_urls
+        ):
             paths.append(path)
     return paths
 
@@ -306,31 +307,25 @@ def _write_repo_files(ctx: _Update, files: Mapping[str, str]) -> None:
 
 
 def step_switch_repositories(ctx: _Update) -> None:
-    pm = ctx.package_manager
-    assert pm is not None
-    old_urls = {str(repo.get("url", "")) for repo in ctx.manifest["puddle"].get("repos") or []}
-    for path in _managed_repo_paths(ctx, old_urls):
+    assert ctx.package_manager is not None
+    previous_urls = {str(r.get("url", "")) for r in ctx.manifest["puddle"].get("repos") or []}
+    for path in _previous_puddle_repo_paths(ctx, previous_urls):
         ctx.guest.rm(path)
         ctx.note(f"removed previous puddle repo file {path}")
     guest_repos = [{**repo, "url": guest_visible_url(repo["url"])} for repo in ctx.repos]
-    _write_repo_files(ctx, pm.repo_files(guest_repos, ctx.puddle_id))
-    for argv in pm.fetch_commands(guest_repos):
-        _run(ctx, argv, "downloading a repo file")
+    ctx.plan = plan_update(ctx.package_manager, guest_repos, ctx.puddle_id, ctx.install_packages)
+    _write_repo_files(ctx, ctx.plan.repo_files)
     if not ctx.guest.exists(POLICY_RC_D):
         # No service may start inside libguestfs while packages configure.
         ctx.guest.write(POLICY_RC_D, b"#!/bin/sh\nexit 101\n")
         ctx.guest.chmod(0o755, POLICY_RC_D)
-        ctx.removed_policy_rc_d = True
+        ctx.created_policy_rc_d = True
 
 
 def step_upgrade_packages(ctx: _Update) -> None:
-    pm = ctx.package_manager
-    assert pm is not None
-    _run(ctx, pm.refresh_command(), f"{pm.name} refresh")
-    if ctx.install_packages:
-        _run(ctx, pm.install_command(ctx.install_packages), f"{pm.name} install")
-    _run(ctx, pm.upgrade_command(), f"{pm.name} upgrade")
-    _run(ctx, pm.clean_command(), f"{pm.name} clean")
+    assert ctx.plan is not None
+    for what, argv in ctx.plan.commands:
+        _run(ctx, argv, what)
 
 
 def step_run_update_commands(ctx: _Update) -> None:
@@ -345,7 +340,7 @@ def step_record_update(ctx: _Update) -> None:
     pm = ctx.package_manager
     assert pm is not None
     guest = ctx.guest
-    if ctx.removed_policy_rc_d:
+    if ctx.created_policy_rc_d:
         guest.rm_f(POLICY_RC_D)
     guest_repos = [{**repo, "url": guest_visible_url(repo["url"])} for repo in ctx.repos]
     final_files = pm.repo_files(ctx.repos, ctx.puddle_id)

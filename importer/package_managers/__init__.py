@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -138,3 +139,48 @@ def get_package_manager(name: str) -> PackageManager:
         raise PackageManagerError(
             f"unknown package manager {name!r} (known: {', '.join(sorted(managers))})"
         ) from None
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """What switching an appliance to a puddle does, independent of how it is run.
+
+    The offline updater applies it through libguestfs; an online updater
+    writes ``repo_files`` and runs ``commands`` over ssh (quote each argv
+    with ``shlex.join`` there: ssh hands the remote shell one string).
+    """
+
+    puddle_id: str
+    repo_files: dict[str, str]
+    commands: tuple[tuple[str, tuple[str, ...]], ...]  # (what it does, argv)
+
+
+def plan_update(
+    manager: PackageManager,
+    repos: Sequence[Mapping[str, Any]],
+    puddle_id: str,
+    install_packages: Sequence[str] = (),
+) -> UpdatePlan:
+    """Repo files and the ordered commands that move an appliance to ``puddle_id``."""
+    check_puddle_id(puddle_id)
+    packages = check_package_names(manager, install_packages)
+    commands: list[tuple[str, list[str]]] = [
+        ("downloading a repo file", argv) for argv in manager.fetch_commands(repos)
+    ]
+    commands.append((f"{manager.name} refresh", manager.refresh_command()))
+    if packages:
+        commands.append((f"{manager.name} install", manager.install_command(packages)))
+    commands.append((f"{manager.name} upgrade", manager.upgrade_command()))
+    commands.append((f"{manager.name} clean", manager.clean_command()))
+    return UpdatePlan(
+        puddle_id=puddle_id,
+        repo_files=manager.repo_files(repos, puddle_id),
+        commands=tuple((what, tuple(argv)) for what, argv in commands),
+    )
+
+
+def is_puddle_repo_file(content: str, previous_urls: Iterable[str] = ()) -> bool:
+    """A repo file an earlier puddle put in place (ours, or naming its URLs)."""
+    return content.startswith(MANAGED_MARKER) or any(
+        url and url in content for url in previous_urls
+    )

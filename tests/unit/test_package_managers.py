@@ -9,6 +9,8 @@ from importer.package_managers import (
     PackageManagerError,
     check_puddle_id,
     get_package_manager,
+    is_puddle_repo_file,
+    plan_update,
 )
 from importer.package_managers.apt import APT
 from importer.package_managers.dnf import DNF
@@ -245,3 +247,41 @@ def test_puddle_id_must_match_the_profile_pattern() -> None:
         PackageManagerError, match=r"does not match the profile's puddle\.id_pattern"
     ):
         check_puddle_id("latest", DEBIAN_PUDDLE["id_pattern"])
+
+
+def test_update_plan_orders_refresh_install_upgrade_clean() -> None:
+    repos = render_repos(DEBIAN_PUDDLE, "2026-11-21.1", "zed")
+    plan = plan_update(APT, repos, "2026-11-21.1", ["undercloud-probe"])
+    assert list(plan.repo_files) == ["/etc/apt/sources.list.d/undercloud-puddle.list"]
+    assert [what for what, _ in plan.commands] == [
+        "apt refresh",
+        "apt install",
+        "apt upgrade",
+        "apt clean",
+    ]
+    assert plan.commands[1][1][-1] == "undercloud-probe"
+    assert "install" not in [what for what, _ in plan_update(APT, repos, "2026-11-21.1").commands]
+
+
+def test_dnf_plan_downloads_repo_files_first() -> None:
+    plan = plan_update(DNF, render_repos(RDO_PUDDLE, RDO_ID, "zed"), RDO_ID)
+    assert plan.commands[0][0] == "downloading a repo file"
+    assert plan.commands[0][1][0] == "curl"
+    assert plan.commands[-2][1] == tuple(DNF.upgrade_command())
+
+
+def test_update_plan_refuses_bad_ids_and_names() -> None:
+    repos = render_repos(DEBIAN_PUDDLE, "2026-11-21.1", "zed")
+    with pytest.raises(PackageManagerError, match="invalid puddle id"):
+        plan_update(APT, repos, "../x")
+    with pytest.raises(PackageManagerError, match="invalid apt package name"):
+        plan_update(APT, repos, "2026-11-21.1", ["ok-name", "$(reboot)"])
+
+
+def test_previous_puddle_repo_files_are_recognised_by_marker_or_url() -> None:
+    ours = APT.repo_files(render_repos(DEBIAN_PUDDLE, "2026-11-20.1", "zed"), "2026-11-20.1")
+    assert is_puddle_repo_file(next(iter(ours.values())))
+    element_written = "deb [trusted=yes] http://puddles.example.com/zed/2026-11-20.1 ./\n"
+    assert is_puddle_repo_file(element_written, ["http://puddles.example.com/zed/2026-11-20.1"])
+    assert not is_puddle_repo_file(element_written, [])
+    assert not is_puddle_repo_file("deb http://deb.debian.org/debian bookworm main\n", [""])
