@@ -1,0 +1,193 @@
+"""Unit tests of the importer's pure parts: domain XML, handoff files, cache, keys."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from importer import libvirt_domain
+from importer.cache import ImageCache
+from importer.download import _range_starts_at
+from importer.fetch import resolve_build_id
+from importer.handoff import SshEndpoint, given_ssh_key, inventory_text, ssh_config_text
+from importer.imports import ImportContext, ImportOptions, check_name, grow_to_bytes
+from importer.signature import normalise_fingerprint, signing_fingerprints
+from importer.store_reader import StoreReader
+from undercloud_appliance.errors import ApplianceError, NotFoundError, StoreError
+from undercloud_appliance.hypervisor import libvirt_domain_type
+
+QEMU = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+SHA = "a" * 64
+
+
+def spec(network: str, port: int | None = None) -> libvirt_domain.DomainSpec:
+    return libvirt_domain.DomainSpec(
+        name="undercloud",
+        overlay=Path("/state/undercloud/overlay.qcow2"),
+        memory_mib=2048,
+        vcpus=2,
+        network=network,
+        ssh_port=port,
+        console_log=Path("/state/undercloud/console.log"),
+        metadata={"build-id": "20261122T041800Z-1a2b3c", "release": "debian-ci", "sha256": SHA},
+    )
+
+
+def test_domain_xml_user_network_forwards_ssh_and_runs_qemu_as_us() -> None:
+    root = ET.fromstring(libvirt_domain.domain_xml(spec("user", 40022)))
+    assert root.get("type") == libvirt_domain_type()
+    assert root.findtext("memory") == "2048" and root.find("memory").get("unit") == "MiB"
+    assert root.find("devices/disk/source").get("file") == "/state/undercloud/overlay.qcow2"
+    assert root.find("devices/disk/driver").get("type") == "qcow2"
+    assert root.find("devices/interface") is None
+    args = [arg.get("value") for arg in root.iter(f"{QEMU}arg")]
+    assert "user,id=un0,hostfwd=tcp:127.0.0.1:40022-:22" in args
+    assert "virtio-net-pci,netdev=un0,addr=0x10" in args
+    assert root.findtext("seclabel/label") == f"+{os.getuid()}:+{os.getgid()}"
+    assert root.find("seclabel").get("relabel") == "no"
+    log = root.find("devices/serial/log")
+    assert log.get("file") == "/state/undercloud/console.log"
+
+
+def test_domain_xml_default_network_and_metadata_round_trip() -> None:
+    root = ET.fromstring(libvirt_domain.domain_xml(spec("default")))
+    interface = root.find("devices/interface")
+    assert interface.get("type") == "network"
+    assert interface.find("source").get("network") == "default"
+    assert not list(root.iter(f"{QEMU}commandline"))
+    (appliance,) = list(root.find("metadata"))
+    assert appliance.tag == f"{{{libvirt_domain.METADATA_NAMESPACE}}}appliance"
+    fields = {child.tag.split("}")[-1]: child.text for child in appliance}
+    assert fields == {"build-id": "20261122T041800Z-1a2b3c", "release": "debian-ci", "sha256": SHA}
+
+
+def test_domain_xml_escapes_and_rejects_unknown_network() -> None:
+    text = libvirt_domain.metadata_xml({"puddle": "a<b&c"})
+    assert ET.fromstring(text)[0].text == "a<b&c"
+    with pytest.raises(ApplianceError, match="network 'bridge'"):
+        libvirt_domain.domain_xml(spec("bridge"))
+
+
+def endpoint() -> SshEndpoint:
+    return SshEndpoint(
+        name="undercloud",
+        host="127.0.0.1",
+        port=40022,
+        identity=Path("/state/undercloud/id_ed25519"),
+        known_hosts=Path("/state/undercloud/known_hosts"),
+    )
+
+
+def test_ssh_config_names_everything_ssh_needs() -> None:
+    lines = [line.split(None, 1) for line in ssh_config_text(endpoint()).splitlines()]
+    settings = {key: value for key, value in lines}
+    assert settings["Host"] == "undercloud"
+    assert settings["HostName"] == "127.0.0.1" and settings["Port"] == "40022"
+    assert settings["User"] == "stack"
+    assert settings["IdentityFile"] == "/state/undercloud/id_ed25519"
+    assert settings["StrictHostKeyChecking"] == "accept-new"
+    assert settings["UserKnownHostsFile"] == "/state/undercloud/known_hosts"
+
+
+def test_inventory_is_an_ansible_ini_group() -> None:
+    group, host_line = inventory_text(endpoint()).splitlines()
+    assert group == "[undercloud]"
+    words = shlex.split(host_line)
+    assert words[0] == "undercloud"
+    variables = dict(word.split("=", 1) for word in words[1:])
+    assert variables["ansible_host"] == "127.0.0.1" and variables["ansible_port"] == "40022"
+    assert variables["ansible_user"] == "stack"
+    assert (
+        "UserKnownHostsFile=/state/undercloud/known_hosts" in variables["ansible_ssh_common_args"]
+    )
+
+
+def test_given_ssh_key_accepts_private_or_public_and_names_missing_files(tmp_path: Path) -> None:
+    private = tmp_path / "id_test"
+    private.write_text("PRIVATE\n")
+    with pytest.raises(NotFoundError, match=r"id_test\.pub: no such file") as missing:
+        given_ssh_key(private)
+    assert missing.value.exit_code == 5
+    (tmp_path / "id_test.pub").write_text("ssh-ed25519 AAAA test\n")
+    assert given_ssh_key(private).public == tmp_path / "id_test.pub"
+    assert given_ssh_key(tmp_path / "id_test.pub").private == private
+    (tmp_path / "id_test.pub").write_text("not a key\n")
+    with pytest.raises(ApplianceError, match="not an OpenSSH public key"):
+        given_ssh_key(private)
+
+
+def test_signing_fingerprints_reads_validsig_lines() -> None:
+    fpr = "A" * 40
+    primary = "B" * 40
+    status = (
+        "[GNUPG:] NEWSIG\n"
+        f"[GNUPG:] GOODSIG 0123 someone\n"
+        f"[GNUPG:] VALIDSIG {fpr} 2026-11-22 1790000000 0 4 0 22 10 00 {primary}\n"
+    )
+    assert signing_fingerprints(status) == {fpr, primary}
+    assert signing_fingerprints("[GNUPG:] BADSIG 0123 x\n") == set()
+
+
+def test_fingerprints_are_normalised_and_checked() -> None:
+    assert normalise_fingerprint("0x" + "abcd " * 10) == "ABCD" * 10
+    with pytest.raises(ApplianceError, match="40-hex-digit"):
+        normalise_fingerprint("ABCD1234")
+
+
+def test_cache_commit_makes_a_read_only_image_and_drops_resume_state(tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path / "cache").ensure()
+    cache.partial_path(SHA).write_bytes(b"image")
+    cache.write_partial_state(SHA, {"etag": '"x"'})
+    final = cache.commit_partial(SHA, '{"manifest": true}\n')
+    assert final == tmp_path / "cache" / f"{SHA}.qcow2"
+    assert final.stat().st_mode & 0o777 == 0o444
+    assert not cache.partial_path(SHA).exists()
+    assert not cache.partial_state_path(SHA).exists()
+    assert cache.has_image(SHA, 5) and not cache.has_image(SHA, 6)
+    cache.remember_build("debian-ci", "20261122T041800Z-1a2b3c", SHA)
+    assert cache.known_build("debian-ci", "20261122T041800Z-1a2b3c") == SHA
+    assert cache.known_build("debian-ci", "20261122T041800Z-ffffff") is None
+    with pytest.raises(ApplianceError, match="invalid sha256"):
+        cache.image_path("../etc/passwd")
+
+
+def test_label_resolution_reads_build_id_and_rejects_garbage(tmp_path: Path) -> None:
+    label_dir = tmp_path / "debian-ci" / "latest"
+    label_dir.mkdir(parents=True)
+    (label_dir / "BUILD_ID").write_text("20261122T041800Z-1a2b3c\n")
+    store = StoreReader.open(f"file://{tmp_path}")
+    assert resolve_build_id(store, "debian-ci", "latest") == "20261122T041800Z-1a2b3c"
+    (label_dir / "BUILD_ID").write_text("../../etc\n")
+    with pytest.raises(StoreError, match="not a build id"):
+        resolve_build_id(store, "debian-ci", "latest")
+    with pytest.raises(NotFoundError, match="'stable'"):
+        resolve_build_id(store, "debian-ci", "stable")
+    with pytest.raises(ApplianceError, match="use file://"):
+        StoreReader.open("ftp://example.invalid/store")
+
+
+def test_appliance_names_and_disk_growth() -> None:
+    assert check_name("undercloud-2") == "undercloud-2"
+    for bad in ("", "../x", "a b", "-x"):
+        with pytest.raises(ApplianceError, match="invalid appliance name"):
+            check_name(bad)
+    gib = 1024**3
+    fetched = SimpleNamespace(manifest={"image": {"virtual_size": 10 * gib}})
+    for asked, expected in ((None, None), (5, None), (10, None), (40, 40 * gib)):
+        context = ImportContext(
+            ImportOptions("u", "file:///s", "debian-ci", disk_size_gib=asked), Path("/s")
+        )
+        context.fetched = fetched  # type: ignore[assignment]
+        assert grow_to_bytes(context) == expected
+
+
+def test_content_range_must_start_where_the_partial_ends() -> None:
+    response = SimpleNamespace(headers={"Content-Range": "bytes 100-199/200"})
+    assert _range_starts_at(response, 100)  # type: ignore[arg-type]
+    assert not _range_starts_at(response, 0)  # type: ignore[arg-type]
+    assert not _range_starts_at(SimpleNamespace(headers={}), 100)  # type: ignore[arg-type]
