@@ -114,7 +114,7 @@ def step_upload_image(job: PublishJob) -> None:
         except NetworkError as error:
             if attempt == UPLOAD_ATTEMPTS:
                 raise
-            log.warning("upload failed (%s); retrying (%d/%d)", error, attempt, UPLOAD_ATTEMPTS)
+            log.info("upload failed (%s); retrying (%d/%d)", error, attempt, UPLOAD_ATTEMPTS)
 
 
 def _upload_once(job: PublishJob, target: str, size: int) -> Digests:
@@ -170,8 +170,7 @@ def step_write_checksum_files(job: PublishJob) -> None:
         from publish.signing import sign_detached
 
         files[SIGNATURE_NAME] = sign_detached(sums, job.sign_key)
-    for name, content in files.items():
-        job.store.write_bytes(f"{job.staging}/{name}", content)
+    job.store.write_files(job.staging, files)
 
 
 def step_commit(job: PublishJob) -> None:

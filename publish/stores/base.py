@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -78,6 +77,11 @@ class Store(ABC):
     def write_bytes(self, path: str, content: bytes) -> None:
         """Replace file ``path`` with ``content`` atomically (temp name, then rename)."""
 
+    def write_files(self, directory: str, files: dict[str, bytes]) -> None:
+        """Write several small files into ``directory`` (a backend may batch them)."""
+        for name, content in files.items():
+            self.write_bytes(f"{directory}/{name}", content)
+
     @abstractmethod
     def verify_upload(self, path: str, size: int, sha256: str) -> None:
         """Check an uploaded file as far as the store allows (ChecksumError if wrong).
@@ -106,8 +110,3 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default has nothing to release."""
-
-
-def iter_chunks(content: bytes, size: int = 1024 * 1024) -> Iterator[bytes]:
-    for offset in range(0, len(content), size):
-        yield content[offset : offset + size]

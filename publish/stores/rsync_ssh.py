@@ -19,10 +19,12 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
@@ -69,7 +71,7 @@ def _retrying() -> tenacity.Retrying:
         stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
         wait=tenacity.wait_exponential(multiplier=0.25, max=8),
         retry=tenacity.retry_if_exception_type(_SshTransient),
-        before_sleep=lambda state: log.warning(
+        before_sleep=lambda state: log.info(
             "ssh to the store failed (%s), retrying", state.outcome.exception()
         ),
         reraise=True,
@@ -92,6 +94,7 @@ class RsyncSshStore(Store):
         )
         self.port = parts.port
         self.ssh_command = shlex.split(os.environ.get(SSH_COMMAND_ENV) or "ssh")
+        self._control_dir: str | None = None
 
     # -- plumbing ---------------------------------------------------------
 
@@ -103,7 +106,31 @@ class RsyncSshStore(Store):
 
     def _ssh_argv(self) -> list[str]:
         port = ["-p", str(self.port)] if self.port else []
-        return [*self.ssh_command, "-o", "ConnectTimeout=15", *port]
+        if self._control_dir is None:
+            self._control_dir = tempfile.mkdtemp(prefix="undercloud-appliance-ssh-")
+        # One ssh connection carries all commands of this run: a publish makes
+        # a dozen remote calls and each new connection costs a key exchange.
+        # The master exits in close(), or by itself shortly after a crash.
+        multiplex = [
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={self._control_dir}/%C",
+            "-o",
+            "ControlPersist=30",
+        ]
+        return [*self.ssh_command, "-o", "ConnectTimeout=15", *multiplex, *port]
+
+    def close(self) -> None:
+        if self._control_dir is None:
+            return
+        subprocess.run(
+            [*self._ssh_argv(), "-O", "exit", "--", self.destination],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(self._control_dir, ignore_errors=True)
+        self._control_dir = None
 
     def _run(
         self, script: str, where: str, stdin: bytes | None = None, ok: tuple[int, ...] = (0,)
@@ -195,20 +222,26 @@ class RsyncSshStore(Store):
                 raise error(f"{self._where(path)}: upload failed: {cause}")
 
     def write_bytes(self, path: str, content: bytes) -> None:
-        # rsync writes to a temporary name next to the target and renames it.
-        with tempfile.NamedTemporaryFile(prefix="undercloud-appliance-") as local:
-            local.write(content)
-            local.flush()
-            remote_shell = shlex.join(self._ssh_argv())
+        directory, _, name = path.rpartition("/")
+        self.write_files(directory, {name: content})
+
+    def write_files(self, directory: str, files: dict[str, bytes]) -> None:
+        # One rsync for all files; rsync writes each to a temporary name next
+        # to its target and renames it: atomic per file.
+        with tempfile.TemporaryDirectory(prefix="undercloud-appliance-") as local:
+            for name, content in files.items():
+                (Path(local) / name).write_bytes(content)
             argv = [
                 "rsync",
-                "--chmod=F644",
+                "--recursive",
+                "--chmod=D755,F644",
                 "--timeout=120",
                 "-e",
-                remote_shell,
-                local.name,
-                f"{self.destination}:{self.root}/{path}",
+                shlex.join(self._ssh_argv()),
+                f"{local}/",
+                f"{self.destination}:{self.root}/{directory}/",
             ]
+            where = self._where(directory)
             try:
                 for attempt in _retrying():
                     with attempt:
@@ -216,13 +249,11 @@ class RsyncSshStore(Store):
                         if result.returncode in RSYNC_NETWORK_CODES:
                             raise _SshTransient(result)
             except _SshTransient as error:
-                raise NetworkError(
-                    f"{self._where(path)}: rsync failed after retries: {error}"
-                ) from None
+                raise NetworkError(f"{where}: rsync failed after retries: {error}") from None
             except FileNotFoundError:
                 raise StoreError("rsync: not installed on this host") from None
             if result.returncode != 0:
-                raise StoreError(f"{self._where(path)}: rsync failed: {_last_line(result.stderr)}")
+                raise StoreError(f"{where}: rsync failed: {_last_line(result.stderr)}")
 
     def verify_upload(self, path: str, size: int, sha256: str) -> None:
         digests = self.file_digests(path) if sha256 else None

@@ -70,7 +70,7 @@ def _retrying() -> tenacity.Retrying:
         retry=tenacity.retry_if_exception_type(
             (requests.ConnectionError, requests.Timeout, _TransientStatus)
         ),
-        before_sleep=lambda state: log.warning(
+        before_sleep=lambda state: log.info(
             "store request failed (%s), retrying", _reason(state.outcome.exception())
         ),
         reraise=True,
