@@ -29,7 +29,7 @@ from builders.disk import (
     place_filesystem_on_disk,
     qcow2_virtual_size,
 )
-from builders.profiles import Profile, load_profile
+from builders.profiles import Profile, load_profile, validate_profile_statically
 from undercloud_appliance.errors import ApplianceError, BuildError
 from undercloud_appliance.manifest import FORMAT_NAME, FORMAT_VERSION, write_manifest
 from undercloud_appliance.puddles import render_repos, resolve_puddle
@@ -85,6 +85,11 @@ class BuildContext:
         if self.puddle_base is not None:
             puddle["base_url"] = self.puddle_base.rstrip("/")
         return puddle
+
+
+def step_validate_profile(context: BuildContext) -> None:
+    """Elements exist and templates render: fail before DIB spends minutes."""
+    validate_profile_statically(context.profile)
 
 
 def step_pin_puddle(context: BuildContext) -> None:
@@ -165,6 +170,7 @@ def step_compress_image(context: BuildContext) -> None:
 
 
 BUILD_STEPS = (
+    step_validate_profile,
     step_pin_puddle,
     step_render_appliance_data,
     step_run_diskimage_builder,
