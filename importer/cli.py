@@ -70,9 +70,10 @@ def run_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
-    from importer.libvirt_domain import DEFAULT_URI
+DEFAULT_URI = "qemu:///system"
 
+
+def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
     importer = subparsers.add_parser(
         "import",
         help="fetch an appliance and boot it under libvirt",

@@ -20,12 +20,14 @@ import os
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import requests
 import tenacity
+import urllib3
 
 from importer.cache import ImageCache
 from importer.store_reader import StoreReader
@@ -56,21 +58,43 @@ class DownloadResult:
     resumed_from: int  # bytes of a previous partial kept by the last attempt
 
 
-class _Sha256Thread(threading.Thread):
-    """Hash chunks on another thread while the caller receives and writes."""
+class _ChunkConsumer(threading.Thread):
+    """Feed chunks to ``consume`` on another thread (hashlib and writes release the GIL)."""
 
-    def __init__(self) -> None:
-        super().__init__(name="sha256", daemon=True)
-        self.digest = hashlib.sha256()
+    def __init__(self, name: str, consume: Callable[[bytes], object]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.consume = consume
         self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         while (chunk := self.chunks.get()) is not None:
-            self.digest.update(chunk)
+            if self.error is None:
+                try:
+                    self.consume(chunk)
+                except BaseException as error:  # reported by finish()
+                    self.error = error
 
-    def hexdigest(self) -> str:
+    def put(self, chunk: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.chunks.put(chunk)
+
+    def finish(self) -> None:
+        """Wait until every chunk was consumed; re-raise a failure."""
         self.chunks.put(None)
         self.join()
+        if self.error is not None:
+            raise self.error
+
+
+class _Sha256Thread(_ChunkConsumer):
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        super().__init__("sha256", self.digest.update)
+
+    def hexdigest(self) -> str:
+        self.finish()
         return self.digest.hexdigest()
 
 
@@ -158,7 +182,7 @@ def _copy_local(
             bar = _progress_bar(expected_size, 0, source.name)
             with bar:
                 while chunk := reader.read(CHUNK_SIZE):
-                    hasher.chunks.put(chunk)
+                    hasher.put(chunk)
                     writer.write(chunk)
                     result.transferred_bytes += len(chunk)
                     bar.update(len(chunk))
@@ -180,7 +204,7 @@ def _hash_prefix(path: Path, hasher: _Sha256Thread) -> int:
     kept = 0
     with path.open("rb") as handle:
         while chunk := handle.read(4 * CHUNK_SIZE):
-            hasher.chunks.put(chunk)
+            hasher.put(chunk)
             kept += len(chunk)
     return kept
 
@@ -264,6 +288,35 @@ def _http_attempt(
     return digest
 
 
+class _WriteBehind:
+    """Write chunks and start their write-back early, so the final fsync is short.
+
+    ``POSIX_FADV_DONTNEED`` on data written a moment ago starts asynchronous
+    write-back of those pages (and drops them from the page cache once
+    clean), so the disk works while the network still delivers.
+    """
+
+    WINDOW = 32 * CHUNK_SIZE
+
+    def __init__(self, handle: BinaryIO, offset: int) -> None:
+        self.handle = handle
+        self.position = offset
+        self.flushed_to = offset
+
+    def write(self, chunk: bytes) -> None:
+        self.handle.write(chunk)
+        self.position += len(chunk)
+        if self.position - self.flushed_to >= self.WINDOW:
+            self.handle.flush()
+            os.posix_fadvise(
+                self.handle.fileno(),
+                self.flushed_to,
+                self.position - self.flushed_to,
+                os.POSIX_FADV_DONTNEED,
+            )
+            self.flushed_to = self.position
+
+
 def _receive(
     response: requests.Response,
     writer: BinaryIO,
@@ -273,24 +326,29 @@ def _receive(
     url: str,
     result: DownloadResult,
 ) -> int:
+    """Receive on this thread while other threads write and hash: a three-stage pipeline."""
     received = 0
+    writing = _ChunkConsumer("write", _WriteBehind(writer, offset).write)
+    writing.start()
     bar = _progress_bar(total, offset, url.rsplit("/", 1)[-1])
-    with bar:
-        try:
-            for chunk in response.iter_content(CHUNK_SIZE):
-                hasher.chunks.put(chunk)
-                writer.write(chunk)
+    try:
+        with bar:
+            while True:
+                try:
+                    chunk = response.raw.read(CHUNK_SIZE, decode_content=False)
+                except (urllib3.exceptions.HTTPError, OSError) as error:
+                    raise TransientDownloadError(
+                        f"connection lost after {offset + received} bytes: {type(error).__name__}"
+                    ) from None
+                if not chunk:
+                    break
+                hasher.put(chunk)
+                writing.put(chunk)
                 received += len(chunk)
                 result.transferred_bytes += len(chunk)
                 bar.update(len(chunk))
-        except (requests.ConnectionError, requests.Timeout) as error:
-            raise TransientDownloadError(
-                f"connection lost after {offset + received} bytes: {type(error).__name__}"
-            ) from None
-        except requests.exceptions.ChunkedEncodingError:
-            raise TransientDownloadError(
-                f"connection lost after {offset + received} bytes"
-            ) from None
+    finally:
+        writing.finish()  # what arrived is on disk before a retry resumes from it
     return received
 
 
