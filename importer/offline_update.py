@@ -382,7 +382,8 @@ def step_close_image(ctx: _Update) -> None:
 
 def step_write_image(ctx: _Update) -> None:
     assert ctx.work_dir is not None
-    compression = ctx.manifest["image"].get("compression")
+    profile_image = (ctx.manifest["profile"].get("resolved") or {}).get("image") or {}
+    compression = ctx.manifest["image"].get("compression", profile_image.get("compression"))
     options = []
     if compression:
         options = ["-c"] + (["-o", "compression_type=zstd"] if compression == "zstd" else [])
@@ -463,7 +464,16 @@ def _publish_output(ctx: _Update, timings: dict[str, float]) -> None:
     assert ctx.work_dir is not None and ctx.output_dir is not None
     ctx.new_manifest["timings"] = timings
     write_manifest(ctx.work_dir / MANIFEST_NAME, ctx.new_manifest)
-    write_file_atomically(ctx.work_dir / BUILD_LOG_NAME, ("\n".join(ctx.log_lines) + "\n").encode())
+    input_log = ctx.build_dir / BUILD_LOG_NAME
+    earlier = input_log.read_bytes() if input_log.is_file() else b""
+    header = (
+        f"\n===== offline update of build {ctx.manifest['build_id']} to puddle "
+        f"{ctx.puddle_id} (build {ctx.build_id}) =====\n"
+    )
+    write_file_atomically(
+        ctx.work_dir / BUILD_LOG_NAME,
+        earlier + header.encode() + ("\n".join(ctx.log_lines) + "\n").encode(),
+    )
     ctx.work_dir.chmod(0o755)
     if ctx.output_dir.exists():
         ctx.output_dir.rmdir()  # empty (checked before): rename needs it gone
