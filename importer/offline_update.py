@@ -25,6 +25,7 @@ naming the puddle and the package; nothing appears at the output path.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import datetime
 import hashlib
@@ -548,3 +549,64 @@ def offline_update_build(
 
 def _one_line(error: BaseException) -> str:
     return re.sub(r"\s+", " ", str(error)).strip()
+
+
+def add_offline_update_arguments(parser: argparse.ArgumentParser) -> None:
+    """``update --offline BUILD_DIR --puddle ID|LABEL [...]`` options (for importer.cli)."""
+    parser.add_argument(
+        "--offline",
+        dest="offline_build_dir",
+        metavar="BUILD_DIR",
+        type=Path,
+        help="update this build directory's image without booting it (writes a new build)",
+    )
+    parser.add_argument("--puddle", required=True, metavar="ID|LABEL", help="puddle to apply")
+    parser.add_argument(
+        "--puddle-base", metavar="URL", help="puddle base URL (default: the build's)"
+    )
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        type=Path,
+        help="new build directory (default: next to BUILD_DIR, named by the new build id)",
+    )
+    parser.add_argument(
+        "--install",
+        action="append",
+        default=[],
+        metavar="PACKAGE",
+        help="also install this package from the puddle (repeatable)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def format_result(result: OfflineUpdateResult, as_json: bool = False) -> str:
+    """What ``update --offline`` prints: the new build and the version diff."""
+    if as_json:
+        return json.dumps(
+            {
+                "output_dir": str(result.output_dir),
+                "build_id": result.build_id,
+                "puddle_id": result.puddle_id,
+                "previous_puddle_id": result.previous_puddle_id,
+                "diff": result.diff.as_dict(),
+            },
+            indent=2,
+        )
+    return (
+        f"updated to puddle {result.puddle_id} (from {result.previous_puddle_id or 'no puddle'}): "
+        f"new build {result.build_id} in {result.output_dir}\n{result.diff.as_text()}"
+    ).rstrip("\n")
+
+
+def run_offline_update(args: argparse.Namespace) -> int:
+    """Run ``update --offline`` from parsed :func:`add_offline_update_arguments` options."""
+    result = offline_update_build(
+        args.offline_build_dir,
+        args.puddle,
+        puddle_base=args.puddle_base,
+        output_dir=args.output,
+        install_packages=args.install,
+    )
+    print(format_result(result, args.json))
+    return 0

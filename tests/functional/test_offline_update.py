@@ -23,7 +23,12 @@ from typing import Any
 
 import pytest
 
-from importer.offline_update import OfflineUpdateResult, UpdateError, offline_update_build
+from importer.offline_update import (
+    OfflineUpdateResult,
+    UpdateError,
+    format_result,
+    offline_update_build,
+)
 from importer.puddle_history import HISTORY_PATH, parse_history
 from tests.support.puddles import (
     HOOK_PACKAGE,
@@ -60,7 +65,7 @@ class UpdatedBuild:
 def update(input_dir: Path, output_dir: Path, requested: str, **kwargs: Any) -> UpdatedBuild:
     before = file_digests(input_dir)
     result = offline_update_build(input_dir, requested, output_dir=output_dir, **kwargs)
-    print(f"\n{input_dir.name} -> {result.puddle_id}:\n{result.diff.as_text()}")
+    print(f"\n{format_result(result)}")
     return UpdatedBuild(input_dir, before, result)
 
 

@@ -6,6 +6,7 @@ tests/functional/test_offline_update.py.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import datetime
 import json
@@ -15,14 +16,19 @@ from typing import Any
 import pytest
 
 from importer.offline_update import (
+    OfflineUpdateResult,
     UpdateError,
+    add_offline_update_arguments,
     failure_summary,
+    format_result,
     guest_visible_url,
     new_build_id,
     offline_update_build,
     package_versions,
+    run_offline_update,
 )
 from importer.package_managers import PackageManagerError
+from importer.version_diff import diff_versions
 from undercloud_appliance.errors import ApplianceError
 from undercloud_appliance.store_layout import check_build_id
 
@@ -196,3 +202,43 @@ def test_profile_without_puddle_section_is_named(tmp_path: Path) -> None:
     build = write_build(tmp_path / "build", manifest)
     with pytest.raises(UpdateError, match=r"manifest\.json: the profile has no puddle section"):
         offline_update_build(build, "2026-11-20.1", "http://127.0.0.1:9")
+
+
+def offline_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="undercloud-appliance update")
+    add_offline_update_arguments(parser)
+    return parser
+
+
+def test_offline_update_options_reach_the_update(tmp_path: Path) -> None:
+    build = write_build(tmp_path / "build")
+    args = offline_parser().parse_args(
+        ["--offline", str(build), "--puddle", "2026-11-20.1", "--puddle-base",
+         "http://127.0.0.1:9", "--install", "undercloud-probe", "--install", "Bad_Name"]
+    )  # fmt: skip
+    assert args.install == ["undercloud-probe", "Bad_Name"]
+    with pytest.raises(PackageManagerError, match="'Bad_Name'"):
+        run_offline_update(args)
+    with pytest.raises(SystemExit):
+        offline_parser().parse_args(["--offline", str(build)])  # --puddle is required
+
+
+def test_result_prints_as_text_and_json(tmp_path: Path) -> None:
+    result = OfflineUpdateResult(
+        output_dir=tmp_path / "new",
+        build_id="20261122T050102Z-0a1b2c",
+        puddle_id="2026-11-21.1",
+        previous_puddle_id="2026-11-20.1",
+        diff=diff_versions({"undercloud-probe": "1.0"}, {"undercloud-probe": "2.0"}),
+        manifest={},
+        timings={},
+    )
+    text = format_result(result)
+    assert text.splitlines()[0] == (
+        "updated to puddle 2026-11-21.1 (from 2026-11-20.1): new build "
+        f"20261122T050102Z-0a1b2c in {tmp_path / 'new'}"
+    )
+    assert "  undercloud-probe  1.0 -> 2.0" in text
+    data = json.loads(format_result(result, as_json=True))
+    assert data["diff"]["changed"]["undercloud-probe"] == {"before": "1.0", "after": "2.0"}
+    assert data["previous_puddle_id"] == "2026-11-20.1"
