@@ -212,7 +212,7 @@ def step_resolve_puddle(ctx: _Update) -> None:
         ctx.puddle_base or ctx.manifest["puddle"].get("base_url") or ctx.puddle.get("base_url")
     )
     if base_url:
-        ctx.puddle["base_url"] = check_repo_url(base_url.rstrip("/"), "--puddle-base")
+        ctx.puddle["base_url"] = check_repo_url(base_url.rstrip("/"), "puddle base URL")
     # Templates' {release} is the profile's OpenStack release (zed), else the profile name.
     ctx.release = str(resolved.get("release") or ctx.manifest["release"])
     ctx.package_manager = get_package_manager(ctx.puddle.get("package_manager", "apt"))
@@ -281,7 +281,8 @@ def step_open_image(ctx: _Update) -> None:
         ctx.mountpoints.append(mountpoint)
     ctx.before = package_versions(guest.inspect_list_applications2(ctx.root))
     history = puddle_history.read_guest_history(guest)
-    ctx.previous_puddle_id = puddle_history.current_puddle(history) or ctx.previous_puddle_id
+    # The manifest is authoritative for this build; the history covers older manifests.
+    ctx.previous_puddle_id = ctx.previous_puddle_id or puddle_history.current_puddle(history)
     guest.mkdir_p(GUEST_LOG_DIR)
 
 

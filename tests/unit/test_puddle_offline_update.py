@@ -182,7 +182,7 @@ def test_label_resolving_to_a_non_id_is_refused(tmp_path: Path) -> None:
 
 def test_bad_puddle_base_is_refused(tmp_path: Path) -> None:
     build = write_build(tmp_path / "build")
-    with pytest.raises(PackageManagerError, match="--puddle-base"):
+    with pytest.raises(PackageManagerError, match="puddle base URL"):
         offline_update_build(build, "2026-11-20.1", puddle_base="http://x/ ; reboot")
 
 
