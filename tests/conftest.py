@@ -39,10 +39,21 @@ def run_cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedPro
 
 @pytest.fixture(scope="session")
 def appliance_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real build directory of the debian-ci profile, built once per session."""
+    """A real build directory of the debian-ci profile, built once per run.
+
+    ``scripts/test-all`` sets UNDERCLOUD_APPLIANCE_TEST_RUN_DIR to a fresh
+    directory per run so the functional and benchmark tox envs share one
+    build; without it, each pytest session builds its own.
+    """
     reuse = os.environ.get("UNDERCLOUD_APPLIANCE_TEST_BUILD")
     if reuse:
         return Path(reuse)
-    output = tmp_path_factory.mktemp("appliance-build") / "build"
-    run_cli("build", TEST_PROFILE, "--output", str(output), timeout=40 * 60)
+    run_dir = os.environ.get("UNDERCLOUD_APPLIANCE_TEST_RUN_DIR")
+    if run_dir:
+        output = Path(run_dir) / "appliance-build"
+        if (output / "manifest.json").exists():
+            return output
+    else:
+        output = tmp_path_factory.mktemp("appliance-build") / "build"
+    run_cli("build", TEST_PROFILE, "--output", str(output), "--replace", timeout=40 * 60)
     return output
