@@ -3,13 +3,14 @@
 - Uploads: PUT under a temporary name, HEAD to check the size, MOVE.
   A build is staged as a hidden collection and MOVEd to its final name.
 - Labels: WebDAV has no symlinks, so a label is a server-side COPY of the
-  build collection.  The COPY goes to a hidden temporary collection; then
-  the current label is MOVEd to ``previous-<label>`` and the copy is MOVEd
-  to ``<label>``.  MOVE is a rename on the server, so a reader sees the old
-  label, no label (404 for a moment), or the new one: never a label
-  collection holding part of a build.
+  build collection.  The COPY goes to a hidden temporary collection that is
+  then MOVEd over ``<label>`` (Overwrite: T) in one request; the same for
+  ``previous-<label>`` first.  A reader sees the old label or the new one
+  (at worst a 404 while the server swaps them), never a label collection
+  holding part of a build, also when this client is killed.
 - The release lock is a WebDAV LOCK on ``<release>/.lock`` (RFC 4918);
-  a crashed client's lock expires after ``LOCK_TIMEOUT_SECONDS``.
+  a crashed client's lock expires after ``$UNDERCLOUD_APPLIANCE_STORE_LOCK_TIMEOUT``
+  seconds (default 600).
 - Transient failures (connection errors, timeouts, 5xx) are retried with
   a bounded budget, then reported as NetworkError.
 """
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -42,6 +44,8 @@ from undercloud_appliance.errors import (
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
+# How long a lock outlives a crashed holder: a promotion must finish within it.
+LOCK_TIMEOUT_ENV = "UNDERCLOUD_APPLIANCE_STORE_LOCK_TIMEOUT"
 LOCK_TIMEOUT_SECONDS = 600
 LOCK_WAIT_SECONDS = 900
 RETRY_ATTEMPTS = 4
@@ -54,6 +58,11 @@ LOCK_BODY = (
     "<D:locktype><D:write/></D:locktype>"
     "<D:owner>undercloud-appliance</D:owner></D:lockinfo>"
 )
+
+
+def _lock_timeout() -> int:
+    value = os.environ.get(LOCK_TIMEOUT_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else LOCK_TIMEOUT_SECONDS
 
 
 class _TransientStatus(Exception):
@@ -280,13 +289,23 @@ class WebDavStore(Store):
         self._request("DELETE", path, collection=True, headers={"Depth": "infinity"}, allow=(404,))
 
     def point_label(self, release: str, label: str, build_id: str) -> str | None:
-        label_dir = f"{release}/{label}"
-        previous_dir = f"{release}/previous-{label}"
         try:
-            previous = self.read_bytes(f"{label_dir}/BUILD_ID").decode().strip() or None
+            previous = self.read_bytes(f"{release}/{label}/BUILD_ID").decode().strip() or None
         except NotFoundError:
             previous = None
-        copy = f"{release}/{staging_name(label)}"
+        if previous is not None and previous != build_id:
+            self._replace_with_copy(release, f"previous-{label}", previous)
+        self._replace_with_copy(release, label, build_id)
+        return previous
+
+    def _replace_with_copy(self, release: str, name: str, build_id: str) -> None:
+        """Make collection ``<release>/<name>`` a copy of build ``build_id``.
+
+        The copy is made under a hidden name, then MOVEd over ``name`` with
+        Overwrite: the server swaps the collection in one request, which
+        completes even if this client dies meanwhile.
+        """
+        copy = f"{release}/{staging_name(name)}"
         self._request(
             "COPY",
             f"{release}/{build_id}",
@@ -299,14 +318,11 @@ class WebDavStore(Store):
             ok=(201, 204),
         )
         try:
-            if previous is not None and previous != build_id:
-                self.remove_tree(previous_dir)
-                self._move(label_dir, previous_dir, collection=True, overwrite=True)
-            self._move(copy, label_dir, collection=True, overwrite=True)
+            self.verify_upload(f"{copy}/BUILD_ID", len(build_id) + 1, "")
+            self._move(copy, f"{release}/{name}", collection=True, overwrite=True)
         except BaseException:
             self.remove_tree(copy)
             raise
-        return previous
 
     @contextmanager
     def lock(self, release: str) -> Iterator[None]:
@@ -319,7 +335,7 @@ class WebDavStore(Store):
                 path,
                 data=LOCK_BODY,
                 headers={
-                    "Timeout": f"Second-{LOCK_TIMEOUT_SECONDS}",
+                    "Timeout": f"Second-{_lock_timeout()}",
                     "Depth": "0",
                     "Content-Type": "application/xml",
                 },

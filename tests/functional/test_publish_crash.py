@@ -18,10 +18,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import run_cli
 from tests.support.fake_build import make_fake_build, new_build_id
+from tests.support.nginx import NginxServer
 from undercloud_appliance.store_layout import (
     BUILD_ID_NAME,
     BUILD_ID_PATTERN,
@@ -34,7 +38,9 @@ RELEASE = "debian-ci"
 KILLS = 20
 
 
-def publish_and_promote(store: str, build: Path, build_id: str) -> subprocess.Popen:
+def publish_and_promote(
+    store: str, build: Path, build_id: str, env: dict[str, str]
+) -> subprocess.Popen:
     command = (
         f"{sys.executable} -m undercloud_appliance -q publish {build} --store {store} && "
         f"{sys.executable} -m undercloud_appliance -q promote {RELEASE} {build_id} "
@@ -43,6 +49,7 @@ def publish_and_promote(store: str, build: Path, build_id: str) -> subprocess.Po
     return subprocess.Popen(
         ["sh", "-c", command],
         start_new_session=True,  # its own process group: we kill all of it
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -93,10 +100,24 @@ def kill_outcome(release_dir: Path, build_id: str, returncode: int) -> str:
     return "after publish, before the label moved"
 
 
-def test_sigkill_never_leaves_partial_files(tmp_path: Path) -> None:
-    store_root = tmp_path / "store"
-    store_root.mkdir()
-    store = f"file://{store_root}"
+@pytest.fixture(params=["file", "webdav"])
+def crash_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path, dict]]:
+    """(URL, directory where the server keeps the files, environment)."""
+    root = tmp_path / "store"
+    root.mkdir()
+    if request.param == "file":
+        yield f"file://{root}", root, dict(os.environ)
+        return
+    # A killed promotion leaves its WebDAV lock behind until it expires.
+    env = {**os.environ, "UNDERCLOUD_APPLIANCE_STORE_LOCK_TIMEOUT": "5"}
+    with NginxServer(root, dav=True) as server:
+        yield f"{server.url}/", root, env
+
+
+def test_sigkill_never_leaves_partial_files(
+    tmp_path: Path, crash_store: tuple[str, Path, dict]
+) -> None:
+    store, store_root, env = crash_store
     source = make_fake_build(tmp_path / "source", RELEASE, data_mib=48)
     image = source / "undercloud.qcow2"
 
@@ -109,7 +130,7 @@ def test_sigkill_never_leaves_partial_files(tmp_path: Path) -> None:
     for n in (-2, -1):
         build, build_id = new_build(n)
         started = time.monotonic()
-        process = publish_and_promote(store, build, build_id)
+        process = publish_and_promote(store, build, build_id, env)
         assert process.wait(timeout=300) == 0, process.stderr.read()
         cycles.append(time.monotonic() - started)
     cycle = min(cycles)
@@ -121,7 +142,7 @@ def test_sigkill_never_leaves_partial_files(tmp_path: Path) -> None:
     verified: set[str] = set()
     for n in range(1, KILLS + 1):
         build, build_id = new_build(n)
-        process = publish_and_promote(store, build, build_id)
+        process = publish_and_promote(store, build, build_id, env)
         delay = chooser.uniform(0.0, cycle)
         time.sleep(delay)
         with contextlib.suppress(ProcessLookupError):
@@ -138,7 +159,7 @@ def test_sigkill_never_leaves_partial_files(tmp_path: Path) -> None:
     # (the upload is most of a cycle, so missing it 20 times is ~never).
     assert outcomes["during publish (staging left)"] >= 1
     # The store still works afterwards: list, prune (clears label copies), promote.
-    listing = json.loads(run_cli("list", "--json", "--store", store).stdout)
+    listing = json.loads(run_cli("list", "--json", "--store", store, env=env).stdout)
     assert listing["releases"][0]["labels"]["current"]
-    run_cli("prune", RELEASE, "--keep", "2", "--store", store)
+    run_cli("prune", RELEASE, "--keep", "2", "--store", store, env=env)
     assert_store_consistent(store_root / RELEASE)
