@@ -7,8 +7,11 @@
     <cache>/<sha256>.partial            a download in progress (never under the final name)
     <cache>/<sha256>.partial.json       resume state: URL, ETag/Last-Modified, size
     <cache>/<sha256>.lock               flock: one download of an image at a time
-    <cache>/builds/<release>/<build-id> the sha256 of that build (lets an import of a
-                                        known build id work without the store)
+    <cache>/builds/<release>/<build-id> the sha256 of that build
+    <cache>/layers/<sha256>-<key>.qcow2 a customised layer over the image (ssh key,
+                                        hostname, disk size: <key> digests them);
+                                        read-only, reused by every import that asks
+                                        for the same customisation
 
 ``$UNDERCLOUD_APPLIANCE_CACHE`` overrides the default
 ``~/.cache/undercloud-appliance/images``.  Overlays made by ``import`` use
@@ -74,6 +77,11 @@ class ImageCache:
 
     def partial_state_path(self, sha256: str) -> Path:
         return self.root / f"{check_sha256(sha256)}.partial.json"
+
+    def layer_path(self, sha256: str, customisation_key: str) -> Path:
+        if not re.match(r"^[0-9a-f]{16,64}$", customisation_key):
+            raise ApplianceError(f"invalid layer key {customisation_key!r}")
+        return self.root / "layers" / f"{check_sha256(sha256)}-{customisation_key}.qcow2"
 
     def has_image(self, sha256: str, expected_size: int | None = None) -> bool:
         """Whether a verified image is cached (and has the expected size)."""

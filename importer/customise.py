@@ -1,15 +1,16 @@
-"""Customise an import's overlay with libguestfs (never the cached image).
+"""Customise a qcow2 layer over the cached image with libguestfs (never the image).
 
 One guestfs launch does everything: inject the ssh public key for ``stack``
-and ``root``, set the hostname, write a fresh machine-id and, when the
-overlay was resized larger than the image, grow the root partition and its
+and ``root``, set the hostname, empty ``/etc/machine-id`` (systemd then
+makes a fresh one on the first boot of every appliance booted from the
+layer; pass ``machine_id`` to write a fixed one instead) and, when the layer
+was resized larger than the image, grow the root partition and its
 filesystem to fill the disk.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,13 @@ class Customisation:
     hostname: str
     authorized_key: str
     grow_root: bool = False
+    machine_id: str | None = None
 
 
 @dataclass
 class CustomiseReport:
     root_device: str
-    machine_id: str
+    machine_id: str | None
     root_grown_to: int | None = None
 
 
@@ -50,8 +52,8 @@ def customise_overlay(overlay: Path, customisation: Customisation) -> CustomiseR
         for user in SSH_USERS:
             _authorize_key(handle, user, customisation.authorized_key)
         _set_hostname(handle, customisation.hostname)
-        machine_id = uuid.uuid4().hex
-        handle.write("/etc/machine-id", f"{machine_id}\n")
+        machine_id = customisation.machine_id
+        handle.write("/etc/machine-id", f"{machine_id}\n" if machine_id else "")
         handle.umount_all()
         handle.shutdown()
     except RuntimeError as error:  # the bindings raise RuntimeError for guestfs errors

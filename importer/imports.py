@@ -16,6 +16,7 @@ and state directory it created before the error is reported.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -112,7 +113,10 @@ class ImportContext:
     existing_metadata: dict[str, str] | None = None
     already_imported: bool = False
     created_state_dir: bool = False
+    generated_key: bool = False
     created_domain: bool = False
+    layer: Path | None = None
+    layer_reused: bool = False
     ssh_port: int = 22
     address: str | None = None
     ssh_config: Path | None = None
@@ -173,9 +177,9 @@ def step_inspect_existing(context: ImportContext) -> None:
     assert fetched is not None
     domain = libvirt_domain.lookup(context.connection, options.name)
     if domain is None:
-        if context.state_dir.exists():
-            log.info("removing stale state %s (no domain %s)", context.state_dir, options.name)
-            shutil.rmtree(context.state_dir)
+        if has_appliance_state(context.state_dir):
+            log.info("removing stale state in %s (no domain %s)", context.state_dir, options.name)
+        clear_state(context.state_dir)
         return
     metadata = libvirt_domain.read_metadata(domain)
     if metadata is None:
@@ -200,50 +204,68 @@ def step_inspect_existing(context: ImportContext) -> None:
 # -- steps of a fresh import ---------------------------------------------------
 
 
-def step_create_overlay(context: ImportContext) -> None:
+def step_prepare_layer(context: ImportContext) -> None:
+    """The customised layer over the cached image: reused when it exists, else made."""
     fetched = context.fetched
     assert fetched is not None
-    context.state_dir.mkdir(parents=True, exist_ok=False)
-    context.created_state_dir = True
+    context.created_state_dir = not context.state_dir.exists()
+    context.state_dir.mkdir(parents=True, exist_ok=True)
     if context.key is None:
+        context.generated_key = not has_generated_key(context.state_dir)
         context.key = generated_ssh_key(context.state_dir)
-    command = [
-        "qemu-img",
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-F",
-        "qcow2",
-        "-b",
-        str(fetched.image_path),
-        str(context.overlay),
-    ]
-    if grow_to_bytes(context) is not None:
-        command.append(str(grow_to_bytes(context)))
-    _run(command, "creating the overlay")
+    cache = context.options.cache or ImageCache.default()
+    grow_to = grow_to_bytes(context)
+    customisation = Customisation(
+        hostname=context.options.name,
+        authorized_key=context.key.public_text(),
+        grow_root=grow_to is not None,
+    )
+    context.layer = cache.layer_path(fetched.sha256, layer_key(customisation, grow_to))
+    with cache.locked(fetched.sha256):
+        if context.layer.is_file():
+            context.layer_reused = True
+            log.info("reusing customised layer %s", context.layer.name)
+            return
+        context.layer.parent.mkdir(parents=True, exist_ok=True)
+        temporary = context.layer.with_name(f".{context.layer.stem}.{os.getpid()}.tmp.qcow2")
+        try:
+            _create_qcow2(temporary, fetched.image_path, grow_to)
+            report = customise_overlay(temporary, customisation)
+            os.chmod(temporary, 0o444)
+            os.replace(temporary, context.layer)
+        finally:
+            temporary.unlink(missing_ok=True)
+    log.info("customised layer %s (root %s)", context.layer.name, report.root_device)
+
+
+def layer_key(customisation: Customisation, grow_to: int | None) -> str:
+    """What makes two layers interchangeable: key, hostname, disk size."""
+    text = "\n".join(
+        (customisation.authorized_key.strip(), customisation.hostname, str(grow_to or 0))
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def step_create_overlay(context: ImportContext) -> None:
+    assert context.layer is not None
+    _create_qcow2(context.overlay, context.layer, None)
+
+
+def _create_qcow2(path: Path, backing: Path, size: int | None) -> None:
+    command = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(backing)]
+    command.append(str(path))
+    if size is not None:
+        command.append(str(size))
+    _run(command, f"creating {path.name}")
 
 
 def grow_to_bytes(context: ImportContext) -> int | None:
-    """The overlay's size when --disk-size asks for more than the image has."""
+    """The disk size when --disk-size asks for more than the image has."""
     size_gib = context.options.disk_size_gib
     if size_gib is None or context.fetched is None:
         return None
     wanted = size_gib * GIB
     return wanted if wanted > context.fetched.manifest["image"]["virtual_size"] else None
-
-
-def step_customise_overlay(context: ImportContext) -> None:
-    assert context.key is not None
-    report = customise_overlay(
-        context.overlay,
-        Customisation(
-            hostname=context.options.name,
-            authorized_key=context.key.public_text(),
-            grow_root=grow_to_bytes(context) is not None,
-        ),
-    )
-    log.info("customised %s (root %s)", context.overlay.name, report.root_device)
 
 
 def step_define_and_start(context: ImportContext) -> None:
@@ -333,15 +355,15 @@ def step_wait_for_ssh(context: ImportContext) -> None:
 
 
 def step_write_handoff(context: ImportContext) -> None:
+    libvirt_domain.write_metadata(context.domain, domain_metadata(context))
     context.ssh_config, context.inventory = write_handoff(
         endpoint(context), context.options.handoff_dir
     )
-    libvirt_domain.write_metadata(context.domain, domain_metadata(context))
 
 
 FRESH_IMPORT_STEPS = (
+    step_prepare_layer,
     step_create_overlay,
-    step_customise_overlay,
     step_define_and_start,
     step_wait_for_address,
     step_wait_for_ssh,
@@ -422,7 +444,8 @@ def undo_fresh_import(context: ImportContext) -> None:
     if context.created_domain and context.domain is not None:
         with contextlib.suppress(ApplianceError):
             libvirt_domain.remove_domain(context.domain)
-    if context.created_state_dir:
+    clear_state(context.state_dir, keep_key=not context.generated_key)
+    if context.created_state_dir and context.state_dir.exists():
         shutil.rmtree(context.state_dir, ignore_errors=True)
 
 
@@ -439,6 +462,8 @@ def import_record(context: ImportContext, timings: StepTimings) -> dict[str, Any
         "sha256": fetched.sha256,
         "image": str(fetched.image_path),
         "overlay": str(context.overlay),
+        "layer": str(context.layer) if context.layer else None,
+        "layer_reused": context.layer_reused,
         "network": domain_metadata(context)["network"],
         "address": context.address,
         "port": context.ssh_port,
@@ -452,11 +477,42 @@ def import_record(context: ImportContext, timings: StepTimings) -> dict[str, Any
     }
 
 
+KEY_FILES = ("id_ed25519", "id_ed25519.pub")
+
+
+def has_generated_key(state_dir: Path) -> bool:
+    return all((state_dir / name).is_file() for name in KEY_FILES)
+
+
+def has_appliance_state(state_dir: Path) -> bool:
+    """Whether anything but the key pair is left in the state directory."""
+    return state_dir.is_dir() and any(p.name not in KEY_FILES for p in state_dir.iterdir())
+
+
+def clear_state(state_dir: Path, keep_key: bool = True) -> None:
+    """Remove overlay, record, console log, known_hosts...; keep the generated key pair.
+
+    Keeping the key lets the next import of this name reuse the customised
+    layer in the cache.  The guest makes new host keys on its first boot, so
+    known_hosts must go.
+    """
+    if not state_dir.is_dir():
+        return
+    for path in state_dir.iterdir():
+        if keep_key and path.name in KEY_FILES:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if not any(state_dir.iterdir()):
+        state_dir.rmdir()
+
+
 def teardown(domain: Any | None, state_dir: Path) -> None:
     if domain is not None:
         libvirt_domain.remove_domain(domain)
-    if state_dir.exists():
-        shutil.rmtree(state_dir)
+    clear_state(state_dir)
 
 
 def destroy(name: str, uri: str) -> list[str]:
@@ -468,13 +524,13 @@ def destroy(name: str, uri: str) -> list[str]:
         raise VirtError(
             f"libvirt domain {name!r} was not created by undercloud-appliance: not destroying it"
         )
-    if domain is None and not state_dir.exists():
+    if domain is None and not has_appliance_state(state_dir):
         raise NotFoundError(f"no appliance named {name!r} (no libvirt domain, no {state_dir})")
     removed = []
     if domain is not None:
         removed.append(f"domain {name}")
-    if state_dir.exists():
-        removed.append(str(state_dir))
+    if has_appliance_state(state_dir):
+        removed.append(f"{state_dir} (overlay and state; the key pair stays)")
     teardown(domain, state_dir)
     return removed
 

@@ -162,7 +162,16 @@ def write_metadata(domain: Any, values: dict[str, str]) -> None:
     flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
     if domain.isActive():
         flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-    inner = metadata_xml(values)
+    # libvirt puts the element into METADATA_NAMESPACE under METADATA_PREFIX itself.
+    inner = (
+        "<appliance>"
+        + "".join(
+            f"<{key}>{escape(str(value))}</{key}>"
+            for key, value in values.items()
+            if value is not None
+        )
+        + "</appliance>"
+    )
     try:
         domain.setMetadata(
             libvirt.VIR_DOMAIN_METADATA_ELEMENT,

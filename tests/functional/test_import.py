@@ -1,0 +1,158 @@
+"""End to end: build -> store on nginx -> import under libvirtd -> ssh -> destroy.
+
+Uses the session's real ``debian-ci`` build (``appliance_build``), lays it
+out as a store (tests/support/store_tree.py, the documented layout), serves
+it with nginx on 127.0.0.1 and imports it under a real libvirtd started
+here when none runs.  Networking: libvirt's ``default`` NAT network when it
+can be started, else qemu user networking (``UNDERCLOUD_APPLIANCE_TEST_NETWORK``
+forces one).  The guest boots under TCG when KVM is not usable: minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from importer import libvirt_domain
+from tests.conftest import run_cli
+from tests.support.libvirtd import active_default_network, running_libvirtd
+from tests.support.nginx import NginxServer
+from tests.support.store_tree import lay_out_build
+
+pytestmark = pytest.mark.slow
+
+IMPORT_TIMEOUT = 20 * 60
+GIB = 1024**3
+
+
+@pytest.fixture(scope="module")
+def libvirt_network() -> Iterator[tuple[str, str]]:
+    """(libvirt URI, network mode) with libvirtd running for the module."""
+    wanted = os.environ.get("UNDERCLOUD_APPLIANCE_TEST_NETWORK", "default")
+    with ExitStack() as stack:
+        uri = stack.enter_context(running_libvirtd())
+        mode = "user"
+        if wanted == "default" and stack.enter_context(active_default_network(uri)):
+            mode = "default"
+        yield uri, mode
+
+
+def test_import_ssh_status_reimport_destroy(
+    appliance_build: Path, libvirt_network: tuple[str, str], tmp_path: Path
+) -> None:
+    uri, network = libvirt_network
+    manifest = json.loads((appliance_build / "manifest.json").read_text())
+    release, build_id = lay_out_build(tmp_path / "store", appliance_build)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    env = {
+        **os.environ,
+        "UNDERCLOUD_APPLIANCE_CACHE": str(tmp_path / "cache"),
+        "UNDERCLOUD_APPLIANCE_STATE": str(tmp_path / "state"),
+    }
+    disk_gib = manifest["image"]["virtual_size"] // GIB + 2
+    name = "undercloud"
+    assert libvirt_domain.lookup(libvirt_domain.connect(uri), name) is None, (
+        f"a domain named {name!r} already exists on this host"
+    )
+
+    with NginxServer(tmp_path / "store") as nginx:
+        common = [
+            nginx.url,
+            "--release",
+            release,
+            "--connect",
+            uri,
+            "--network",
+            network,
+            "--memory",
+            "1024",
+            "--vcpus",
+            "2",
+        ]
+        try:
+            imported = run_cli(
+                "import",
+                *common,
+                "--disk-size",
+                str(disk_gib),
+                env=env,
+                cwd=workdir,
+                timeout=IMPORT_TIMEOUT,
+            )
+            print(imported.stdout, imported.stderr[-3000:])
+            assert imported.stdout.splitlines()[-1] == "ssh -F ssh.config undercloud"
+            assert (workdir / "ssh.config").is_file() and (workdir / "hosts").is_file()
+
+            release_json = subprocess.run(
+                [
+                    "ssh",
+                    "-F",
+                    "ssh.config",
+                    "-o",
+                    "BatchMode=yes",
+                    name,
+                    "cat",
+                    "/etc/undercloud-appliance/release.json",
+                ],
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            ).stdout
+            print(f"release.json: {release_json.strip()}")
+            assert json.loads(release_json)["build_id"] == build_id
+
+            facts = subprocess.run(
+                [
+                    "ssh",
+                    "-F",
+                    "ssh.config",
+                    "-o",
+                    "BatchMode=yes",
+                    name,
+                    "hostname; cat /etc/machine-id; df -B1 --output=size / | tail -1; "
+                    "sudo -n cat /root/.ssh/authorized_keys | wc -l",
+                ],
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            ).stdout.split()
+            hostname, machine_id, root_size, root_keys = facts
+            assert hostname == name
+            assert len(machine_id) == 32
+            assert int(root_size) > manifest["image"]["virtual_size"], "root fs was grown"
+            assert int(root_keys) >= 1
+
+            status = json.loads(run_cli("status", name, "--json", "--connect", uri, env=env).stdout)
+            assert status["state"] == "running" and status["build_id"] == build_id
+            assert status["sha256"] == manifest["image"]["sha256"]
+            record = json.loads((tmp_path / "state" / name / "import.json").read_text())
+            print(f"import timings: {record['timings']}")
+            overlay = Path(record["overlay"])
+            cached_image = Path(record["image"])
+            assert overlay.is_file() and cached_image.is_file()
+            assert cached_image.stat().st_mode & 0o222 == 0
+
+            (workdir / "ssh.config").unlink()
+            again = run_cli("import", *common, env=env, cwd=workdir, timeout=IMPORT_TIMEOUT)
+            assert "already imported" in again.stdout
+            assert (workdir / "ssh.config").is_file(), "re-import rewrites ssh.config"
+            again_record = json.loads((tmp_path / "state" / name / "import.json").read_text())
+            print(f"re-import timings: {again_record['timings']}")
+            assert "prepare-layer" not in again_record["timings"], "a re-import is a no-op"
+        finally:
+            destroyed = run_cli("destroy", name, "--connect", uri, env=env, check=False)
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert libvirt_domain.lookup(libvirt_domain.connect(uri), name) is None
+    assert not overlay.exists()
+    assert cached_image.is_file(), "destroy keeps the cache"
