@@ -18,8 +18,14 @@ from importer.cache import SHA256_PATTERN, ImageCache
 from importer.download import download_image
 from importer.signature import verify_detached_signature
 from importer.store_reader import StoreReader
-from undercloud_appliance.errors import ChecksumError, NotFoundError, StoreError
-from undercloud_appliance.manifest import parse_manifest
+from undercloud_appliance.errors import (
+    ApplianceError,
+    ChecksumError,
+    NetworkError,
+    NotFoundError,
+    StoreError,
+)
+from undercloud_appliance.manifest import parse_manifest, read_manifest
 from undercloud_appliance.store_layout import (
     BUILD_ID_NAME,
     IMAGE_NAME,
@@ -104,6 +110,28 @@ def check_signed_sums(store: StoreReader, build_dir: str, sha256: str, fingerpri
         )
 
 
+def _cached_build(cache: ImageCache, release: str, build_id: str) -> FetchedImage | None:
+    """A build fetched (and verified) before, for when the store cannot be reached."""
+    sha256 = cache.known_build(release, build_id)
+    if sha256 is None:
+        return None
+    try:
+        manifest = read_manifest(cache.manifest_path(sha256))
+    except ApplianceError:
+        return None
+    return FetchedImage(
+        release,
+        build_id,
+        sha256,
+        cache.image_path(sha256),
+        manifest,
+        cache.manifest_path(sha256),
+        transferred_bytes=0,
+        resumed_from=0,
+        from_cache=True,
+    )
+
+
 def fetch_image(
     store_url: str,
     release: str,
@@ -123,6 +151,12 @@ def fetch_image(
     build_dir = build_path(release, build_id)
     try:
         sha256 = read_published_sha256(store, build_dir)
+    except NetworkError as error:
+        offline = _cached_build(cache, release, build_id) if not trusted_key else None
+        if offline is None:
+            raise
+        log.warning("%s; using build %s from the cache", error, build_id)
+        return offline
     except NotFoundError:
         raise NotFoundError(
             f"no build {build_id} of release {release!r} in {store.url} "

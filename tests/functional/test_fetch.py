@@ -368,3 +368,15 @@ def test_signed_sums_are_checked_against_the_trusted_key(
         store_url, release, env, "--build", build_id, "--trusted-key", fingerprint, check=False
     )
     assert tampered.returncode == 6
+
+
+def test_known_build_is_used_from_the_cache_when_the_store_is_down(
+    server: StoreServer, published, cache_env
+) -> None:
+    _root, release, build_id, sha = published
+    path = fetch(server.url, release, cache_env, "--print-path").stdout.strip()
+    offline = fetch("http://127.0.0.1:9", release, cache_env, "--build", build_id, "--print-path")
+    assert offline.stdout.strip() == path and path.endswith(f"{sha}.qcow2")
+    assert "using build" in offline.stderr
+    unknown = fetch("http://127.0.0.1:9", release, cache_env, check=False)
+    assert unknown.returncode == 7, "a label cannot be resolved without the store"
