@@ -140,3 +140,19 @@ def test_cli_make_prints_each_puddle_and_label(tmp_path: Path) -> None:
     )
     assert f"{tmp_path / 'base' / P1}: undercloud-probe_1.0_all.deb" in result.stdout
     assert f"{tmp_path / 'base' / 'labels' / 'latest'}: {P2}" in result.stdout
+
+
+def test_cli_make_can_add_a_real_debian_package_to_the_latest_puddle(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "tests.support.puddles", "make", str(tmp_path / "base"),
+         "--download", "hello"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=300,
+    )  # fmt: skip
+    p2_index = (tmp_path / "base" / P2 / "Packages").read_text()
+    assert "Package: hello\n" in p2_index
+    assert f"Package: {PROBE_PACKAGE}\n" in p2_index
+    assert "Package: hello\n" not in (tmp_path / "base" / P1 / "Packages").read_text()

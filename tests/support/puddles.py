@@ -158,7 +158,7 @@ def download_debs(names: Sequence[str], output_dir: Path) -> list[Path]:
     before = set(output_dir.glob("*.deb"))
     if names:
         subprocess.run(
-            ["apt-get", "download", "--", *names],
+            ["apt-get", "-q", "-o", "APT::Sandbox::User=root", "download", "--", *names],
             cwd=output_dir,
             check=True,
             capture_output=True,
