@@ -477,9 +477,15 @@ def _publish_output(ctx: _Update, timings: dict[str, float]) -> None:
         earlier + header.encode() + ("\n".join(ctx.log_lines) + "\n").encode(),
     )
     ctx.work_dir.chmod(0o755)
-    if ctx.output_dir.exists():
-        ctx.output_dir.rmdir()  # empty (checked before): rename needs it gone
-    ctx.work_dir.rename(ctx.output_dir)
+    try:
+        if ctx.output_dir.exists():
+            ctx.output_dir.rmdir()  # empty (checked before): rename needs it gone
+        ctx.work_dir.rename(ctx.output_dir)
+    except OSError as error:
+        raise UpdateError(
+            f"output directory {ctx.output_dir}: cannot put the new build in place "
+            f"({error.strerror}); did something else write there meanwhile?"
+        ) from None
     ctx.work_dir = None
 
 
