@@ -23,7 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -197,7 +197,7 @@ def _running_as_root() -> bool:
 
 
 @pytest.fixture
-def nginx_server() -> Iterator[type[NginxServer]]:
+def nginx_server() -> Iterator[Callable[..., NginxServer]]:
     """Factory fixture: ``nginx_server(root, dav=..., auth=...)`` started, stopped after."""
     started: list[NginxServer] = []
 
@@ -206,6 +206,6 @@ def nginx_server() -> Iterator[type[NginxServer]]:
         started.append(server)
         return server
 
-    yield start  # type: ignore[misc]
+    yield start
     for server in started:
         server.stop()
