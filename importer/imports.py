@@ -301,12 +301,22 @@ def step_start_if_stopped(context: ImportContext) -> None:
         context.key = recorded_ssh_key(context.state_dir) or generated_ssh_key(context.state_dir)
 
 
+def read_record(state_dir: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((state_dir / RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def recorded_ssh_key(state_dir: Path) -> SshKey | None:
     """The key the appliance was imported with (maybe a --ssh-key given then)."""
+    private = read_record(state_dir).get("ssh_key")
+    if not private:
+        return None
     try:
-        private = json.loads((state_dir / RECORD_NAME).read_text())["ssh_key"]
         return given_ssh_key(Path(private))
-    except (OSError, ValueError, KeyError, TypeError, ApplianceError):
+    except ApplianceError:
         return None
 
 
@@ -453,6 +463,7 @@ def import_record(context: ImportContext, timings: StepTimings) -> dict[str, Any
     fetched = context.fetched
     assert fetched is not None
     seconds = timings.as_dict()
+    previous_record = read_record(context.state_dir) if context.already_imported else {}
     guest_boot = sum(seconds.get(name, 0.0) for name in GUEST_BOOT_STEPS)
     return {
         "name": context.options.name,
@@ -462,7 +473,7 @@ def import_record(context: ImportContext, timings: StepTimings) -> dict[str, Any
         "sha256": fetched.sha256,
         "image": str(fetched.image_path),
         "overlay": str(context.overlay),
-        "layer": str(context.layer) if context.layer else None,
+        "layer": str(context.layer) if context.layer else previous_record.get("layer"),
         "layer_reused": context.layer_reused,
         "network": domain_metadata(context)["network"],
         "address": context.address,
@@ -539,10 +550,7 @@ def status(name: str, uri: str) -> dict[str, Any]:
     state_dir = state_dir_for(name)
     connection = libvirt_domain.connect(uri)
     domain = libvirt_domain.lookup(connection, name)
-    try:
-        record = json.loads((state_dir / RECORD_NAME).read_text())
-    except (OSError, ValueError):
-        record = {}
+    record = read_record(state_dir)
     metadata = libvirt_domain.read_metadata(domain) if domain is not None else None
     if domain is not None and metadata is None:
         raise VirtError(f"libvirt domain {name!r} was not created by undercloud-appliance")
