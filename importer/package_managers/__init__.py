@@ -184,3 +184,22 @@ def is_puddle_repo_file(content: str, previous_urls: Iterable[str] = ()) -> bool
     return content.startswith(MANAGED_MARKER) or any(
         url and url in content for url in previous_urls
     )
+
+
+def find_puddle_repo_files_command(
+    manager: PackageManager, previous_urls: Iterable[str] = (), repo_dir: str | None = None
+) -> list[str]:
+    """argv printing the repo files of earlier puddles, one path a line (for ssh).
+
+    The shell-free counterpart of :func:`is_puddle_repo_file` for an online
+    update: ``grep`` lists files holding the marker or a previous puddle
+    URL; it exits 1 when there are none, which is not an error.
+    """
+    patterns = [MANAGED_MARKER, *(url for url in previous_urls if url)]
+    for pattern in patterns:
+        if "\n" in pattern:
+            raise PackageManagerError(f"repo URL {pattern!r} spans lines")
+    argv = ["grep", "-lsF"]
+    for pattern in patterns:
+        argv += ["-e", pattern]
+    return [*argv, "-r", "--", repo_dir or manager.repo_dir]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from importer.package_managers import (
     MANAGED_MARKER,
     PackageManagerError,
     check_puddle_id,
+    find_puddle_repo_files_command,
     get_package_manager,
     is_puddle_repo_file,
     plan_update,
@@ -285,3 +289,23 @@ def test_previous_puddle_repo_files_are_recognised_by_marker_or_url() -> None:
     assert is_puddle_repo_file(element_written, ["http://puddles.example.com/zed/2026-11-20.1"])
     assert not is_puddle_repo_file(element_written, [])
     assert not is_puddle_repo_file("deb http://deb.debian.org/debian bookworm main\n", [""])
+
+
+def test_find_previous_puddle_repo_files_command_runs_as_grep(tmp_path: Path) -> None:
+    repo_dir = tmp_path / "sources.list.d"
+    repo_dir.mkdir()
+    ours = APT.repo_files(render_repos(DEBIAN_PUDDLE, "2026-11-20.1", "zed"), "2026-11-20.1")
+    (repo_dir / "undercloud-puddle.list").write_text(next(iter(ours.values())))
+    (repo_dir / "element.list").write_text("deb [trusted=yes] http://old.example/p/1 ./\n")
+    (repo_dir / "debian.list").write_text("deb http://deb.debian.org/debian bookworm main\n")
+    argv = find_puddle_repo_files_command(APT, ["http://old.example/p/1"], str(repo_dir))
+    assert argv[0] == "grep"
+    found = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert sorted(found.stdout.split()) == [
+        str(repo_dir / "element.list"),
+        str(repo_dir / "undercloud-puddle.list"),
+    ]
+    (repo_dir / "element.list").unlink()
+    (repo_dir / "undercloud-puddle.list").unlink()
+    assert subprocess.run(argv, capture_output=True, check=False).returncode == 1
+    assert find_puddle_repo_files_command(DNF)[-1] == "/etc/yum.repos.d"
