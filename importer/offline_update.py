@@ -87,6 +87,7 @@ OUTPUT_TAIL_LINES = 25
 # Runs argv ("$@") with its output in a file, always exits 0 and prints the
 # exit status: g.command() would otherwise drop stdout on failure.
 RUN_CAPTURED = 'out=$1; shift; "$@" >"$out" 2>&1 </dev/null; echo "$?"'
+COMMAND_TIMEOUT_SECONDS = 3600
 
 
 class UpdateError(ApplianceError):
@@ -179,27 +180,39 @@ def failure_summary(output: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def _run(ctx: _Update, argv: Sequence[str], what: str) -> str:
-    """Run ``argv`` in the guest; raise UpdateError naming the puddle on failure."""
+def run_in_guest(
+    ctx: _Update,
+    argv: Sequence[str],
+    what: str,
+    *,
+    timeout_seconds: int = COMMAND_TIMEOUT_SECONDS,
+    output_path: str = GUEST_COMMAND_OUTPUT,
+) -> str:
+    """Run ``argv`` in the guest (coreutils ``timeout`` bounds it); return its output.
+
+    Raises UpdateError naming the puddle, the step and the packages the
+    output blames, with the most telling output line.
+    """
     ctx.note(f"+ {' '.join(argv)}")
-    status_text = ctx.guest.command(
-        ["/bin/sh", "-c", RUN_CAPTURED, "sh", GUEST_COMMAND_OUTPUT, *argv]
-    )
-    output = ctx.guest.read_file(GUEST_COMMAND_OUTPUT).decode("utf-8", "replace")
-    ctx.guest.rm_f(GUEST_COMMAND_OUTPUT)
+    bounded = ["timeout", "--kill-after=30", str(timeout_seconds), *argv]
+    status_text = ctx.guest.command(["/bin/sh", "-c", RUN_CAPTURED, "sh", output_path, *bounded])
+    output = ctx.guest.read_file(output_path).decode("utf-8", "replace")
+    ctx.guest.rm_f(output_path)
     ctx.note(output)
     status = int(status_text.strip().splitlines()[-1])
-    if status != 0:
-        blamed = ctx.package_manager.failed_packages(output) if ctx.package_manager else []
-        package = f" in package {', '.join(blamed)}" if blamed else ""
-        ctx.note(f"exit status {status}")
-        tail = "\n".join(output.splitlines()[-OUTPUT_TAIL_LINES:])
-        log.warning("%s failed (exit status %d), last output:\n%s", what, status, tail)
-        raise UpdateError(
-            f"puddle {ctx.puddle_id}: {what} failed{package} "
-            f"(exit status {status}): {failure_summary(output)}"
-        )
-    return output
+    if status == 0:
+        return output
+    ctx.note(f"exit status {status}")
+    tail = "\n".join(output.splitlines()[-OUTPUT_TAIL_LINES:])
+    log.warning("%s failed (exit status %d), last output:\n%s", what, status, tail)
+    if status in (124, 137):
+        raise UpdateError(f"puddle {ctx.puddle_id}: {what} timed out after {timeout_seconds} s")
+    blamed = ctx.package_manager.failed_packages(output) if ctx.package_manager else []
+    package = f" in package {', '.join(blamed)}" if blamed else ""
+    raise UpdateError(
+        f"puddle {ctx.puddle_id}: {what} failed{package} "
+        f"(exit status {status}): {failure_summary(output)}"
+    )
 
 
 def step_resolve_puddle(ctx: _Update) -> None:
@@ -327,7 +340,7 @@ def step_switch_repositories(ctx: _Update) -> None:
 def step_upgrade_packages(ctx: _Update) -> None:
     assert ctx.plan is not None
     for what, argv in ctx.plan.commands:
-        _run(ctx, argv, what)
+        run_in_guest(ctx, argv, what)
 
 
 def step_run_update_commands(ctx: _Update) -> None:
@@ -335,7 +348,7 @@ def step_run_update_commands(ctx: _Update) -> None:
     commands = (resolved.get("undercloud") or {}).get("update_commands") or []
     for command in commands:
         # Profile content (reviewed like code), run by a shell on purpose.
-        _run(ctx, ["/bin/sh", "-ec", str(command)], f"update command {command!r}")
+        run_in_guest(ctx, ["/bin/sh", "-ec", str(command)], f"update command {command!r}")
 
 
 def step_record_update(ctx: _Update) -> None:

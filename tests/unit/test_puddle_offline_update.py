@@ -10,6 +10,7 @@ import argparse
 import copy
 import datetime
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from importer.offline_update import (
     OfflineUpdateResult,
     UpdateError,
+    _Update,
     add_offline_update_arguments,
     failure_summary,
     format_result,
@@ -25,9 +27,11 @@ from importer.offline_update import (
     new_build_id,
     offline_update_build,
     package_versions,
+    run_in_guest,
     run_offline_update,
 )
 from importer.package_managers import PackageManagerError
+from importer.package_managers.apt import APT
 from importer.version_diff import diff_versions
 from undercloud_appliance.errors import ApplianceError
 from undercloud_appliance.store_layout import check_build_id
@@ -242,3 +246,74 @@ def test_result_prints_as_text_and_json(tmp_path: Path) -> None:
     data = json.loads(format_result(result, as_json=True))
     assert data["diff"]["changed"]["undercloud-probe"] == {"before": "1.0", "after": "2.0"}
     assert data["previous_puddle_id"] == "2026-11-20.1"
+
+
+class HostShell:
+    """The libguestfs calls run_in_guest makes, carried out on this host.
+
+    Same ``/bin/sh`` wrapper and real processes; only the chroot is missing.
+    """
+
+    def command(self, argv: list[str]) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    def read_file(self, path: str) -> bytes:
+        return Path(path).read_bytes()
+
+    def rm_f(self, path: str) -> None:
+        Path(path).unlink(missing_ok=True)
+
+
+def host_update(tmp_path: Path) -> _Update:
+    ctx = _Update(
+        build_dir=tmp_path,
+        requested_puddle="latest",
+        puddle_base=None,
+        output_dir=None,
+        install_packages=(),
+    )
+    ctx.guest = HostShell()
+    ctx.package_manager = APT
+    ctx.puddle_id = "2026-11-22.1"
+    return ctx
+
+
+def test_guest_commands_pass_arguments_literally_and_log_them(tmp_path: Path) -> None:
+    ctx = host_update(tmp_path)
+    hostile = f"$(touch {tmp_path}/pwned); rm -rf / `id` 'x\" \\"
+    output = run_in_guest(
+        ctx, ["printf", "%s", hostile], "printing", output_path=str(tmp_path / "out")
+    )
+    assert output == hostile
+    assert f"+ printf %s {hostile}" in ctx.log_lines
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_guest_command_failure_names_puddle_step_and_package(tmp_path: Path) -> None:
+    script = (
+        "echo 'dpkg: error processing package undercloud-probe-hook (--configure):'; "
+        "echo 'E: Sub-process /usr/bin/dpkg returned an error code (1)'; exit 100"
+    )
+    with pytest.raises(UpdateError) as raised:
+        run_in_guest(
+            host_update(tmp_path),
+            ["sh", "-c", script],
+            "apt upgrade",
+            output_path=str(tmp_path / "out"),
+        )
+    assert str(raised.value) == (
+        "puddle 2026-11-22.1: apt upgrade failed in package undercloud-probe-hook "
+        "(exit status 100): E: Sub-process /usr/bin/dpkg returned an error code (1)"
+    )
+
+
+def test_guest_command_that_hangs_is_stopped(tmp_path: Path) -> None:
+    with pytest.raises(UpdateError, match=r"apt upgrade timed out after 1 s"):
+        run_in_guest(
+            host_update(tmp_path),
+            ["sleep", "30"],
+            "apt upgrade",
+            timeout_seconds=1,
+            output_path=str(tmp_path / "out"),
+        )
