@@ -156,8 +156,6 @@ def step_check_ssh_key(context: ImportContext) -> None:
 
 def step_connect_libvirt(context: ImportContext) -> None:
     context.connection = libvirt_domain.connect(context.options.uri)
-    if context.options.network == "default":
-        libvirt_domain.check_network_active(context.connection)
 
 
 def step_fetch(context: ImportContext) -> None:
@@ -173,6 +171,16 @@ def step_fetch(context: ImportContext) -> None:
 
 
 def step_inspect_existing(context: ImportContext) -> None:
+    replaced = _inspect_existing(context)
+    if not context.already_imported and context.options.network == "default":
+        libvirt_domain.check_network_active(context.connection)
+    if replaced is not None:
+        log.info("replacing appliance %s", context.options.name)
+        teardown(replaced, context.state_dir)
+
+
+def _inspect_existing(context: ImportContext) -> Any | None:
+    """Decide what to do with a domain of that name; return one to replace."""
     options, fetched = context.options, context.fetched
     assert fetched is not None
     domain = libvirt_domain.lookup(context.connection, options.name)
@@ -180,7 +188,7 @@ def step_inspect_existing(context: ImportContext) -> None:
         if has_appliance_state(context.state_dir):
             log.info("removing stale state in %s (no domain %s)", context.state_dir, options.name)
         clear_state(context.state_dir)
-        return
+        return None
     metadata = libvirt_domain.read_metadata(domain)
     if metadata is None:
         raise VirtError(
@@ -191,14 +199,13 @@ def step_inspect_existing(context: ImportContext) -> None:
         context.domain = domain
         context.existing_metadata = metadata
         context.already_imported = True
-        return
+        return None
     if not options.replace:
         raise ApplianceError(
             f"appliance {options.name!r} runs build {metadata.get('build-id')} of "
             f"{metadata.get('release')}; importing build {fetched.build_id} needs --replace"
         )
-    log.info("replacing appliance %s (build %s)", options.name, metadata.get("build-id"))
-    teardown(domain, context.state_dir)
+    return domain
 
 
 # -- steps of a fresh import ---------------------------------------------------
