@@ -12,10 +12,19 @@ import pytest
 
 from importer import libvirt_domain
 from importer.cache import ImageCache
+from importer.customise import Customisation
 from importer.download import _range_starts_at
 from importer.fetch import resolve_build_id
 from importer.handoff import SshEndpoint, given_ssh_key, inventory_text, ssh_config_text
-from importer.imports import ImportContext, ImportOptions, check_name, grow_to_bytes
+from importer.imports import (
+    ImportContext,
+    ImportOptions,
+    check_name,
+    clear_state,
+    grow_to_bytes,
+    has_appliance_state,
+    layer_key,
+)
 from importer.signature import normalise_fingerprint, signing_fingerprints
 from importer.store_reader import StoreReader
 from undercloud_appliance.errors import ApplianceError, NotFoundError, StoreError
@@ -191,3 +200,29 @@ def test_content_range_must_start_where_the_partial_ends() -> None:
     assert _range_starts_at(response, 100)  # type: ignore[arg-type]
     assert not _range_starts_at(response, 0)  # type: ignore[arg-type]
     assert not _range_starts_at(SimpleNamespace(headers={}), 100)  # type: ignore[arg-type]
+
+
+def test_layer_key_changes_with_key_hostname_and_size() -> None:
+    base = Customisation(hostname="undercloud", authorized_key="ssh-ed25519 AAAA a")
+    key = layer_key(base, None)
+    assert len(key) == 16 and key == layer_key(base, None)
+    assert key == layer_key(Customisation("undercloud", "ssh-ed25519 AAAA a\n"), None)
+    others = {
+        layer_key(Customisation("other", "ssh-ed25519 AAAA a"), None),
+        layer_key(Customisation("undercloud", "ssh-ed25519 BBBB b"), None),
+        layer_key(base, 40 * 1024**3),
+    }
+    assert key not in others and len(others) == 3
+
+
+def test_clear_state_keeps_only_the_generated_key_pair(tmp_path: Path) -> None:
+    state = tmp_path / "undercloud"
+    state.mkdir()
+    for name in ("id_ed25519", "id_ed25519.pub", "overlay.qcow2", "import.json", "known_hosts"):
+        (state / name).write_text(name)
+    assert has_appliance_state(state)
+    clear_state(state)
+    assert sorted(p.name for p in state.iterdir()) == ["id_ed25519", "id_ed25519.pub"]
+    assert not has_appliance_state(state)
+    clear_state(state, keep_key=False)
+    assert not state.exists(), "an empty state directory is removed"
