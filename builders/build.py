@@ -22,12 +22,14 @@ from typing import Any
 
 from builders import dib
 from builders.appliance_data import write_appliance_data
+from builders.bake import bake, make_bake_key
 from builders.disk import (
     DiskFacts,
     convert_to_qcow2,
     finish_disk,
     place_filesystem_on_disk,
     qcow2_virtual_size,
+    seal_disk,
 )
 from builders.profiles import Profile, load_profile, validate_profile_statically
 from undercloud_appliance.errors import ApplianceError, BuildError
@@ -66,6 +68,7 @@ class BuildContext:
     output: Path
     requested_puddle: str | None
     puddle_base: str | None
+    bake: bool = True
     work: Path = field(init=False)
     build_id: str = field(default_factory=new_build_id)
     puddle_id: str | None = None
@@ -73,11 +76,20 @@ class BuildContext:
     elements: list[str] = field(default_factory=list)
     facts: DiskFacts | None = None
     image_sha256: str = ""
+    smoke: dict[str, Any] | None = None
     started: float = field(default_factory=time.monotonic)
 
     @property
     def build_log(self) -> Path:
         return self.work / BUILD_LOG_NAME
+
+    @property
+    def baking(self) -> bool:
+        """Boot once only when there is something to run in the booted image."""
+        undercloud = self.profile.data["undercloud"]
+        return self.bake and bool(
+            undercloud["boot_install_commands"] or undercloud["smoke_commands"]
+        )
 
     @property
     def puddle(self) -> dict[str, Any]:
@@ -140,6 +152,9 @@ def step_assemble_disk(context: BuildContext) -> None:
 
 def step_finish_with_libguestfs(context: BuildContext) -> None:
     data = context.profile.data
+    bake_public_key = None
+    if context.baking:
+        _, bake_public_key = make_bake_key(context.work)
     context.facts = finish_disk(
         context.work / "disk.raw",
         family=data["distro"]["family"],
@@ -152,7 +167,40 @@ def step_finish_with_libguestfs(context: BuildContext) -> None:
             "build_id": context.build_id,
         },
         required_packages=data["undercloud"]["packages"],
+        user=data["image"]["user"],
+        bake_public_key=bake_public_key,
     )
+
+
+def step_bake_in_booted_image(context: BuildContext) -> None:
+    """Boot once: boot-time install commands, then the smoke test."""
+    if not context.baking:
+        log.info("    nothing to run in a booted image (or --no-bake): skipped")
+        return
+    undercloud = context.profile.data["undercloud"]
+    result = bake(
+        context.work / "disk.raw",
+        key=context.work / "bake-key",
+        user=context.profile.data["image"]["user"],
+        boot_install_commands=undercloud["boot_install_commands"],
+        smoke_commands=undercloud["smoke_commands"],
+        build_log=context.build_log,
+    )
+    context.smoke = result.smoke
+    if context.smoke and not context.smoke["passed"]:
+        failed = [r["command"] for r in context.smoke["results"] if r["returncode"] != 0]
+        log.warning("smoke test FAILED (%s): the build cannot be promoted", "; ".join(failed))
+
+
+def step_seal_after_bake(context: BuildContext) -> None:
+    if not context.baking:
+        return
+    assert context.facts is not None
+    context.facts.packages = seal_disk(
+        context.work / "disk.raw", user=context.profile.data["image"]["user"]
+    )
+    for leftover in ("bake-key", "bake-key.pub"):
+        (context.work / leftover).unlink(missing_ok=True)
 
 
 def step_compress_image(context: BuildContext) -> None:
@@ -176,6 +224,8 @@ BUILD_STEPS = (
     step_run_diskimage_builder,
     step_assemble_disk,
     step_finish_with_libguestfs,
+    step_bake_in_booted_image,
+    step_seal_after_bake,
     step_compress_image,
 )
 
@@ -226,7 +276,7 @@ def manifest_for(context: BuildContext, timings: dict[str, float]) -> dict[str, 
         "packages": dict(sorted(context.facts.packages.items())),
         "undercloud_packages": list(data["undercloud"]["packages"]),
         "timings": timings,
-        "smoke": None,
+        "smoke": context.smoke,
         "promotions": [],
     }
 
@@ -237,10 +287,11 @@ def build(
     requested_puddle: str | None = None,
     puddle_base: str | None = None,
     replace: bool = False,
+    bake: bool = True,
 ) -> Path:
     """Build ``profile_name``; return the finished build directory."""
     profile = load_profile(profile_name)
-    context = BuildContext(profile, Path(), requested_puddle, puddle_base)
+    context = BuildContext(profile, Path(), requested_puddle, puddle_base, bake)
     output = Path(output or Path.cwd() / "builds" / context.build_id).absolute()
     context.output = output
     if output.exists() and any(output.iterdir()) and not replace:

@@ -30,6 +30,13 @@ def register_build_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--replace", action="store_true", help="replace OUTPUT if it already exists"
     )
+    parser.add_argument(
+        "--no-bake",
+        dest="bake",
+        action="store_false",
+        help="skip booting the image for boot-time install and smoke commands; the manifest "
+        "then records no smoke result",
+    )
     parser.set_defaults(func=run_build)
 
 
@@ -42,6 +49,7 @@ def run_build(args: argparse.Namespace) -> int:
         requested_puddle=args.puddle,
         puddle_base=args.puddle_base,
         replace=args.replace,
+        bake=args.bake,
     )
     print(output)
     return 0

@@ -35,7 +35,12 @@ SEAL_GLOBS = (
     "/var/lib/NetworkManager/*.lease",
     "/root/.bash_history",
     "/home/*/.bash_history",
+    "/var/log/journal/*",
+    "/tmp/*",
+    "/var/tmp/*",
 )
+# Logs kept as empty files: services expect them to exist.
+SEAL_TRUNCATE_GLOBS = ("/var/log/*.log", "/var/log/*/*.log", "/var/log/wtmp", "/var/log/lastlog")
 
 
 def _run(command: Sequence[str]) -> str:
@@ -105,6 +110,59 @@ def _package_versions(handle: Any, root: str) -> dict[str, str]:
     return versions
 
 
+def _bake_key_file(user: str) -> str:
+    return f"/home/{user}/.ssh/authorized_keys"
+
+
+def _authorise_bake_key(handle: Any, user: str, public_key: str) -> None:
+    path = _bake_key_file(user)
+    handle.mkdir_p(str(Path(path).parent))
+    handle.write(path, public_key.strip() + "\n")
+    handle.chmod(0o600, path)
+    owner = handle.statns(str(Path(path).parent.parent))
+    handle.chown(owner["st_uid"], owner["st_gid"], str(Path(path).parent))
+    handle.chown(owner["st_uid"], owner["st_gid"], path)
+
+
+def _seal(handle: Any, user: str) -> None:
+    """Remove what identifies one machine or one build boot.
+
+    An empty machine-id makes systemd create a fresh one on first boot;
+    ssh host keys and DHCP leases are regenerated per import; the key the
+    bake boot used, logs and shell history do not belong in an appliance.
+    """
+    handle.write("/etc/machine-id", "")
+    if handle.is_file("/var/lib/dbus/machine-id", followsymlinks=False):
+        handle.rm("/var/lib/dbus/machine-id")
+    for pattern in (*SEAL_GLOBS, _bake_key_file(user)):
+        for path in handle.glob_expand(pattern):
+            handle.rm_rf(path)
+    for pattern in SEAL_TRUNCATE_GLOBS:
+        for path in handle.glob_expand(pattern):
+            if handle.is_file(path, followsymlinks=False):
+                handle.truncate(path)
+
+
+def seal_disk(disk: Path, *, user: str) -> dict[str, str]:
+    """Seal a disk after its bake boot; return its package versions now."""
+    handle = open_guestfs()
+    try:
+        handle.add_drive_opts(str(disk), format="raw")
+        handle.launch()
+        (root,) = handle.inspect_os()
+        handle.mount(root, "/")
+        packages = _package_versions(handle, root)
+        _seal(handle, user)
+        handle.fstrim("/")
+        handle.umount_all()
+        handle.shutdown()
+    except (RuntimeError, ValueError) as error:
+        raise BuildError(f"libguestfs (sealing): {error}") from None
+    finally:
+        handle.close()
+    return packages
+
+
 def finish_disk(
     disk: Path,
     *,
@@ -113,8 +171,15 @@ def finish_disk(
     kernel_args: Sequence[str],
     release_info: Mapping[str, Any],
     required_packages: Sequence[str],
+    user: str = "stack",
+    bake_public_key: str | None = None,
 ) -> DiskFacts:
-    """Grow, make bootable, identify, inspect and seal the appliance disk."""
+    """Grow, make bootable, identify, inspect and seal the appliance disk.
+
+    With ``bake_public_key`` the disk is left unsealed with that key
+    authorised for ``user``, ready to be booted once (see builders.bake);
+    ``seal_disk`` finishes it afterwards.
+    """
     handle = open_guestfs()
     try:
         handle.add_drive_opts(str(disk), format="raw")
@@ -162,14 +227,10 @@ def finish_disk(
         handle.write(RELEASE_FILE, json.dumps(dict(release_info), indent=2, sort_keys=True) + "\n")
         handle.chmod(0o644, RELEASE_FILE)
 
-        # Seal: an empty machine-id makes systemd create a fresh one on first
-        # boot; host keys and leases are regenerated per import.
-        handle.write("/etc/machine-id", "")
-        if handle.is_file("/var/lib/dbus/machine-id", followsymlinks=False):
-            handle.rm("/var/lib/dbus/machine-id")
-        for pattern in SEAL_GLOBS:
-            for path in handle.glob_expand(pattern):
-                handle.rm_rf(path)
+        if bake_public_key:
+            _authorise_bake_key(handle, user, bake_public_key)
+        else:
+            _seal(handle, user)
         handle.fstrim("/")
         handle.umount_all()
         handle.shutdown()

@@ -73,25 +73,30 @@ class BootedGuest:
 
 
 @contextlib.contextmanager
-def booted(image: Path, *, memory_mib: int = 1536, vcpus: int = 2) -> Iterator[BootedGuest]:
-    """Boot ``image`` on a temporary overlay; stop qemu on exit."""
+def booted(
+    image: Path,
+    *,
+    memory_mib: int = 1536,
+    vcpus: int = 2,
+    writable: bool = False,
+    image_format: str = "qcow2",
+) -> Iterator[BootedGuest]:
+    """Boot ``image``; stop qemu on exit.
+
+    By default the guest writes to a temporary overlay and ``image`` is
+    untouched; ``writable=True`` boots the image itself (the build's bake
+    stage, whose changes are the point).
+    """
     with tempfile.TemporaryDirectory(prefix="appliance-boot-") as scratch:
-        overlay = Path(scratch) / "overlay.qcow2"
-        subprocess.run(
-            [
-                "qemu-img",
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                "qcow2",
-                "-b",
-                str(image.absolute()),
-                str(overlay),
-            ],
-            check=True,
-        )
+        if writable:
+            disk, disk_format = image.absolute(), image_format
+        else:
+            disk, disk_format = Path(scratch) / "overlay.qcow2", "qcow2"
+            subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format,
+                 "-b", str(image.absolute()), str(disk)],
+                check=True,
+            )  # fmt: skip
         serial_log = Path(scratch) / "serial.log"
         port = free_port()
         command = [
@@ -102,13 +107,14 @@ def booted(image: Path, *, memory_mib: int = 1536, vcpus: int = 2) -> Iterator[B
             "-nographic",
             "-monitor", "none",
             "-serial", f"file:{serial_log}",
-            "-drive", f"file={overlay},if=virtio,format=qcow2",
+            "-drive", f"file={disk},if=virtio,format={disk_format}",
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=net0",
         ]  # fmt: skip
         log.debug("booting: %s", " ".join(command))
+        qemu_errors = (Path(scratch) / "qemu.stderr").open("wb")
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=qemu_errors
         )
         try:
             yield BootedGuest(process, serial_log, port)
@@ -119,3 +125,4 @@ def booted(image: Path, *, memory_mib: int = 1536, vcpus: int = 2) -> Iterator[B
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            qemu_errors.close()

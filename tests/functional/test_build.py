@@ -63,6 +63,14 @@ def test_manifest_describes_the_image(appliance_build: Path) -> None:
     assert "undercloud-preinstall" in manifest["dib"]["elements"]
     assert set(manifest["timings"]) >= {"run-diskimage-builder", "finish-with-libguestfs"}
     assert manifest["puddle"]["id"] is None
+    # Baked: the smoke commands ran in the booted image and passed.
+    smoke = manifest["smoke"]
+    assert smoke["passed"] is True
+    assert smoke["stage"] == "build"
+    assert [r["command"] for r in smoke["results"]] == ["openstack --version"]
+    assert smoke["results"][0]["returncode"] == 0
+    assert "openstack" in smoke["results"][0]["output_tail"]
+    assert {"bake-in-booted-image", "seal-after-bake"} <= set(manifest["timings"])
     assert manifest["profile"]["resolved"]["undercloud"]["packages"] == ["python3-openstackclient"]
 
 
@@ -81,6 +89,8 @@ def test_image_is_identified_and_sealed(appliance_build: Path) -> None:
         passwd = handle.cat("/etc/passwd")
         sudoers = handle.cat("/etc/sudoers.d/50-stack")
         grub_cfg = handle.cat("/boot/grub/grub.cfg")
+        bake_key_present = handle.exists("/home/stack/.ssh/authorized_keys")
+        journal = handle.find("/var/log/journal") if handle.is_dir("/var/log/journal") else []
     finally:
         handle.close()
     assert release == {
@@ -95,14 +105,32 @@ def test_image_is_identified_and_sealed(appliance_build: Path) -> None:
     assert "\nstack:" in passwd
     assert "NOPASSWD:ALL" in sudoers
     assert "net.ifnames=0" in grub_cfg
+    assert not bake_key_present, "the bake boot's ssh key was left in the image"
+    assert journal == [], "the bake boot's journal was left in the image"
 
 
-def test_image_boots_to_login_prompt_and_ssh(appliance_build: Path) -> None:
-    with booted(appliance_build / "undercloud.qcow2") as guest:
-        seconds = guest.wait_for(login_prompt=True, ssh=True, timeout=600)
-        banner = guest.ssh_banner()
-    print(f"booted to login prompt and ssh banner in {seconds:.0f}s")
-    assert banner.startswith(b"SSH-2.0-OpenSSH")
+def host_key_of(port: int) -> str:
+    scan = subprocess.run(
+        ["ssh-keyscan", "-t", "ed25519", "-p", str(port), "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    keys = [line.split(None, 1)[1] for line in scan.stdout.splitlines() if "ssh-ed25519" in line]
+    assert keys, f"no host key from port {port}: {scan.stderr}"
+    return keys[0]
+
+
+def test_image_boots_and_every_boot_gets_its_own_host_keys(appliance_build: Path) -> None:
+    host_keys = []
+    for _ in range(2):
+        with booted(appliance_build / "undercloud.qcow2") as guest:
+            seconds = guest.wait_for(login_prompt=True, ssh=True, timeout=600)
+            assert guest.ssh_banner().startswith(b"SSH-2.0-OpenSSH")
+            host_keys.append(host_key_of(guest.ssh_port))
+        print(f"booted to login prompt and ssh banner in {seconds:.0f}s")
+    assert host_keys[0] != host_keys[1]
 
 
 def test_failing_install_command_leaves_no_output(tmp_path: Path) -> None:
