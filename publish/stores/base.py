@@ -9,7 +9,7 @@ are the same for every backend.
 Atomicity contract (docs/publishing.rst):
 
 - ``open_upload`` and ``write_bytes`` targets inside a staging directory
-  (``.<build-id>.tmp-XXXX``) are invisible under final names until
+  (``<release>/.staging/<build-id>.tmp-XXXX``) are invisible until
   ``commit_directory`` renames the whole directory in one step.
 - ``write_bytes`` outside staging replaces a file atomically.
 - ``point_label`` switches a label so that a reader sees either the old
@@ -34,13 +34,26 @@ class UploadSink(Protocol):
     def write(self, chunk: bytes) -> object: ...
 
 
+#: Per-release directory holding staged builds and label copies.  One known
+#: place (not hidden names scattered in the release) because WebDAV servers
+#: may leave dot-names out of listings; ``prune`` looks here for leftovers.
+STAGING_DIRECTORY = ".staging"
+
+
 def staging_name(final_name: str) -> str:
-    """A hidden, unique temporary name next to ``final_name``."""
+    """A unique name for staging ``final_name`` inside ``STAGING_DIRECTORY``."""
+    return f"{final_name}.tmp-{secrets.token_hex(4)}"
+
+
+def temporary_name(final_name: str) -> str:
+    """A hidden, unique temporary name next to ``final_name`` (renamed over it)."""
     return f".{final_name}.tmp-{secrets.token_hex(4)}"
 
 
-def is_staging_name(name: str) -> bool:
-    return name.startswith(".") and ".tmp-" in name
+def staged_final_name(name: str) -> str | None:
+    """``final_name`` of a ``staging_name``/``temporary_name``; None for other names."""
+    stem, separator, _ = name.lstrip(".").partition(".tmp-")
+    return stem if separator else None
 
 
 class Store(ABC):
@@ -62,12 +75,16 @@ class Store(ABC):
         """Size of file ``path`` as the store sees it; None when it does not exist."""
 
     @abstractmethod
+    def modified_at(self, path: str) -> float | None:
+        """Last modification of ``path`` (seconds since the epoch); None if absent."""
+
+    @abstractmethod
     def file_digests(self, path: str) -> Digests:
         """sha256 and md5 of ``path`` computed from what the store holds."""
 
     @abstractmethod
     def make_staging_directory(self, parent: str, final_name: str) -> str:
-        """Create ``parent`` if needed and an empty hidden directory in it; return its path."""
+        """Create ``<parent>/.staging/<final_name>.tmp-XXXX`` (and its parents); return it."""
 
     @abstractmethod
     def open_upload(self, path: str, size: int) -> AbstractContextManager[UploadSink]:

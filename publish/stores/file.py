@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from publish.digests import Digests, file_digests
-from publish.stores.base import Store, staging_name
+from publish.stores.base import STAGING_DIRECTORY, Store, staging_name, temporary_name
 from undercloud_appliance.errors import ChecksumError, NotFoundError, StoreError
 from undercloud_appliance.manifest import write_file_atomically
 
@@ -58,6 +58,12 @@ class FileStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             return None
 
+    def modified_at(self, path: str) -> float | None:
+        try:
+            return self._path(path).lstat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
     def file_digests(self, path: str) -> Digests:
         try:
             return file_digests(self._path(path))
@@ -72,8 +78,8 @@ class FileStore(Store):
                 # The embedded default store is created on first use; any other
                 # root must exist, a typo should not silently grow a new tree.
                 raise NotFoundError(f"{self.display_url}: store directory does not exist")
-            self._path(parent).mkdir(parents=True, exist_ok=True)
-            staging = f"{parent}/{staging_name(final_name)}"
+            self._path(f"{parent}/{STAGING_DIRECTORY}").mkdir(parents=True, exist_ok=True)
+            staging = f"{parent}/{STAGING_DIRECTORY}/{staging_name(final_name)}"
             self._path(staging).mkdir()
         except OSError as error:
             raise StoreError(f"{self._where(parent)}: cannot create: {error.strerror}") from None
@@ -166,7 +172,7 @@ class FileStore(Store):
 
 
 def _replace_symlink(directory: Path, name: str, target: str) -> None:
-    temporary = directory / staging_name(name)
+    temporary = directory / temporary_name(name)
     os.symlink(target, temporary)
     try:
         os.replace(temporary, directory / name)

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import tenacity
 
 from publish.digests import Digests
-from publish.stores.base import Store, staging_name
+from publish.stores.base import STAGING_DIRECTORY, Store, staging_name, temporary_name
 from publish.stores.credentials import redact_url
 from undercloud_appliance.errors import (
     ChecksumError,
@@ -177,6 +177,17 @@ class RsyncSshStore(Store):
             return None
         return int(result.stdout.decode().strip())
 
+    def modified_at(self, path: str) -> float | None:
+        remote = self._remote(path)
+        try:
+            result = self._run(
+                f"test -e {remote} || test -L {remote} || exit {MISSING}; stat -c %Y {remote}",
+                self._where(path),
+            )
+        except NotFoundError:
+            return None
+        return float(result.stdout.decode().strip())
+
     def file_digests(self, path: str) -> Digests:
         remote = self._remote(path)
         result = self._run(
@@ -188,11 +199,12 @@ class RsyncSshStore(Store):
         return Digests(size=int(size), sha256=sha256, md5=md5)
 
     def make_staging_directory(self, parent: str, final_name: str) -> str:
-        staging = f"{parent}/{staging_name(final_name)}"
+        staging = f"{parent}/{STAGING_DIRECTORY}/{staging_name(final_name)}"
         try:
             self._run(
                 f"test -d {self._remote('')} || exit {MISSING}; "
-                f"mkdir -p {self._remote(parent)} && mkdir {self._remote(staging)}",
+                f"mkdir -p {self._remote(f'{parent}/{STAGING_DIRECTORY}')} && "
+                f"mkdir {self._remote(staging)}",
                 self._where(parent),
             )
         except NotFoundError:
@@ -287,7 +299,7 @@ class RsyncSshStore(Store):
         name = shlex.quote(label)
         previous_name = shlex.quote(f"previous-{label}")
         build = shlex.quote(build_id)
-        temporary = shlex.quote(staging_name(label))
+        temporary = shlex.quote(temporary_name(label))
         script = f"""
 cd {release_dir} || exit {MISSING}
 test -d {build} || exit {MISSING}

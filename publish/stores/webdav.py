@@ -3,7 +3,7 @@
 - Uploads: PUT under a temporary name, HEAD to check the size, MOVE.
   A build is staged as a hidden collection and MOVEd to its final name.
 - Labels: WebDAV has no symlinks, so a label is a server-side COPY of the
-  build collection.  The COPY goes to a hidden temporary collection that is
+  build collection.  The COPY goes to ``<release>/.staging/`` and is
   then MOVEd over ``<label>`` (Overwrite: T) in one request; the same for
   ``previous-<label>`` first.  A reader sees the old label or the new one
   (at worst a 404 while the server swaps them), never a label collection
@@ -25,6 +25,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -32,7 +33,7 @@ import requests
 import tenacity
 
 from publish.digests import Digests, copy_with_digests
-from publish.stores.base import Store, staging_name
+from publish.stores.base import STAGING_DIRECTORY, Store, staging_name, temporary_name
 from publish.stores.credentials import redact_url, store_credentials, url_without_userinfo
 from undercloud_appliance.errors import (
     ChecksumError,
@@ -209,6 +210,15 @@ class WebDavStore(Store):
             return None
         return int(response.headers.get("Content-Length", -1))
 
+    def modified_at(self, path: str) -> float | None:
+        response = self._request("PROPFIND", path, headers={"Depth": "0"}, ok=(207,), allow=(404,))
+        if response.status_code == 404:
+            return None
+        element = ElementTree.fromstring(response.content).find(".//{DAV:}getlastmodified")
+        if element is None or not element.text:
+            return None
+        return parsedate_to_datetime(element.text).timestamp()
+
     def file_digests(self, path: str) -> Digests:
         response = self._request("GET", path, ok=(200,), stream=True)
         with response:
@@ -226,7 +236,8 @@ class WebDavStore(Store):
         parts = parent.strip("/").split("/")
         for depth in range(1, len(parts) + 1):
             self._make_collection("/".join(parts[:depth]))
-        staging = f"{parent}/{staging_name(final_name)}"
+        self._make_collection(f"{parent}/{STAGING_DIRECTORY}")
+        staging = f"{parent}/{STAGING_DIRECTORY}/{staging_name(final_name)}"
         self._request("MKCOL", staging, collection=True, ok=(201,))
         return staging
 
@@ -270,7 +281,7 @@ class WebDavStore(Store):
 
     def write_bytes(self, path: str, content: bytes) -> None:
         parent, _, name = path.rpartition("/")
-        temporary = f"{parent}/{staging_name(name)}" if parent else staging_name(name)
+        temporary = f"{parent}/{temporary_name(name)}" if parent else temporary_name(name)
         self._request("PUT", temporary, data=content, ok=(200, 201, 204))
         self.verify_upload(temporary, len(content), "")
         self._move(temporary, path, collection=False, overwrite=True)
@@ -305,7 +316,8 @@ class WebDavStore(Store):
         Overwrite: the server swaps the collection in one request, which
         completes even if this client dies meanwhile.
         """
-        copy = f"{release}/{staging_name(name)}"
+        self._make_collection(f"{release}/{STAGING_DIRECTORY}")
+        copy = f"{release}/{STAGING_DIRECTORY}/{staging_name(name)}"
         self._request(
             "COPY",
             f"{release}/{build_id}",

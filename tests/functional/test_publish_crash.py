@@ -87,7 +87,9 @@ def assert_store_consistent(release_dir: Path, verified: set[str] | None = None)
 
 
 def kill_outcome(release_dir: Path, build_id: str, returncode: int) -> str:
-    staging = [p for p in release_dir.iterdir() if p.name.startswith(f".{build_id}.tmp-")]
+    staging = [
+        p for p in (release_dir / ".staging").iterdir() if p.name.startswith(f"{build_id}.tmp-")
+    ]
     label = (release_dir / "current" / BUILD_ID_NAME).read_text().strip()
     if returncode == 0:
         return "after everything"

@@ -99,9 +99,9 @@ def test_manifest_sha256_does_not_match_image(build: Path, store_root: Path) -> 
     (build / "manifest.json").write_text(json.dumps(manifest))
     result = run_cli("-q", "publish", str(build), "--store", f"file://{store_root}", check=False)
     assert_one_line_error(result, "sha256", "manifest.json", "nothing published")
-    # The staging directory was removed; at most the empty release directory remains.
+    # The staging directory was removed; only empty directories remain.
     assert files_under(store_root) == []
-    assert [p.name for p in (store_root / RELEASE).iterdir()] == []
+    assert list((store_root / RELEASE / ".staging").iterdir()) == []
 
 
 def test_invalid_manifest(build: Path, store_root: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,11 +127,9 @@ def test_publish_promote_prune_list(store: StoreUnderTest, builds: list[Path]) -
             builds[ids.index(build_id)] / IMAGE_NAME
         ).read_bytes()
     # No staging leftovers after success.
-    assert [
-        p.name
-        for p in (store.root / RELEASE).iterdir()
-        if p.name.startswith(".") and p.name != ".lock"
-    ] == []
+    hidden = [p.name for p in (store.root / RELEASE).iterdir() if p.name.startswith(".")]
+    assert hidden == [".staging"]
+    assert list((store.root / RELEASE / ".staging").iterdir()) == []
 
     store.cli("promote", RELEASE, ids[0], "--label", "current")
     store.cli("promote", RELEASE, ids[1], "--label", "current")
@@ -311,3 +310,22 @@ def test_concurrent_publishes_and_promotions(store: StoreUnderTest, tmp_path: Pa
     # Serialised: one promotion saw the other's result as its "previous".
     assert {current, previous} == set(ids)
     check_with_coreutils(store.root / RELEASE / "current")
+
+
+def test_prune_removes_only_stale_leftovers(store: StoreUnderTest, builds: list[Path]) -> None:
+    store.cli("publish", str(builds[0]))
+    release_dir = store.root / RELEASE
+    staging = release_dir / ".staging"
+    old = staging / "20200101T000000Z-aaaaaa.tmp-00000001"
+    fresh = staging / "20261122T000000Z-bbbbbb.tmp-00000002"
+    label_copy = staging / "current.tmp-00000003"
+    for leftover in (old, fresh, label_copy):
+        leftover.mkdir()
+        (leftover / IMAGE_NAME).write_bytes(b"partial")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    store.cli("prune", RELEASE, "--keep", "5")
+    assert not old.exists()
+    assert not label_copy.exists()
+    assert fresh.is_dir()  # may belong to a publish still running
+    assert (release_dir / build_id_of(builds[0])).is_dir()
