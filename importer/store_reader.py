@@ -11,10 +11,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import requests
+import tenacity
 
 from undercloud_appliance.errors import ApplianceError, NetworkError, NotFoundError, StoreError
 
 SMALL_FILE_LIMIT = 16 * 1024 * 1024
+SMALL_FILE_ATTEMPTS = 3
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
 USER_AGENT = "undercloud-appliance-importer"
@@ -72,14 +74,27 @@ class StoreReader:
                 raise NotFoundError(f"{path}: not found in the store") from None
             except OSError as error:
                 raise StoreError(f"{path}: cannot read: {error.strerror}") from None
-        url = self.file_url(relpath)
+        return self._small_file_retrying(self._get_small_file, self.file_url(relpath))
+
+    def _get_small_file(self, url: str) -> bytes:
         response = self.request("GET", url)
         with response:
             if response.status_code == 404:
                 raise NotFoundError(f"{url}: not found (HTTP 404)")
+            if response.status_code >= 500:
+                raise NetworkError(f"{url}: HTTP {response.status_code}")
             if response.status_code != 200:
                 raise StoreError(f"{url}: HTTP {response.status_code}")
             return response.content[: SMALL_FILE_LIMIT + 1]
+
+    # Small reads retry briefly: a store restarting answers within a second or two,
+    # and an unreachable one is reported in about 1.5 s.
+    _small_file_retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(NetworkError),
+        stop=tenacity.stop_after_attempt(SMALL_FILE_ATTEMPTS),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=2),
+        reraise=True,
+    )
 
     def read_text(self, relpath: str) -> str:
         return self.read_bytes(relpath).decode("utf-8", errors="replace")

@@ -51,6 +51,11 @@ class StoreHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if store.unavailable_times > 0:
+            store.unavailable_times -= 1
+            store.requests.append((path, "503", None))
+            self.send_error(503)
+            return
         file = store.root / path.lstrip("/")
         if not file.is_file():
             self.send_error(404)
@@ -99,6 +104,7 @@ class StoreServer(http.server.ThreadingHTTPServer):
         self.etag_version = 1
         self.cut_after: int | None = None
         self.cut_times: int | None = None
+        self.unavailable_times = 0  # answer this many requests with 503 first
         self.sent: dict[str, int] = {}
         self.requests: list[tuple[str, str | None, str | None]] = []
 
@@ -380,3 +386,11 @@ def test_known_build_is_used_from_the_cache_when_the_store_is_down(
     assert "using build" in offline.stderr
     unknown = fetch("http://127.0.0.1:9", release, cache_env, check=False)
     assert unknown.returncode == 7, "a label cannot be resolved without the store"
+
+
+def test_transient_server_errors_are_retried(server: StoreServer, published, cache_env) -> None:
+    _root, release, build_id, _sha = published
+    server.unavailable_times = 2
+    result = json.loads(fetch(server.url, release, cache_env).stdout)
+    assert result["build_id"] == build_id
+    assert [r[1] for r in server.requests[:3]] == ["503", "503", None]
