@@ -31,6 +31,7 @@ import datetime
 import hashlib
 import json
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -72,6 +73,7 @@ IMAGE_NAME = "undercloud.qcow2"
 BUILD_LOG_NAME = "build.log"
 DIFF_NAME = "version-diff.json"
 OVERLAY_NAME = "overlay.qcow2"
+INPUT_LINK_NAME = "input.qcow2"
 # The host's 127.0.0.1 as a guest on qemu's user-mode network (slirp) reaches it.
 # libguestfs' direct backend runs slirp with net=169.254.0.0/16 (gateway
 # 169.254.2.2, measured: /proc/net/route inside the appliance); a plain
@@ -257,6 +259,20 @@ def step_prepare_output(ctx: _Update) -> None:
     image = (ctx.build_dir / ctx.manifest["image"]["filename"]).resolve()
     if not image.is_file():
         raise UpdateError(f"{image}: the build's image is missing")
+    # The overlay's backing file must not change under the update (a build
+    # directory replaced meanwhile would corrupt the result): pin the
+    # input's inode with a hard link (a copy across filesystems), then check
+    # it is the image the manifest describes.
+    pinned = ctx.work_dir / INPUT_LINK_NAME
+    try:
+        os.link(image, pinned)
+    except OSError:
+        shutil.copyfile(image, pinned)
+    if _sha256(pinned) != ctx.manifest["image"]["sha256"]:
+        raise UpdateError(
+            f"{image}: sha256 differs from {ctx.build_dir / MANIFEST_NAME} "
+            "(image.sha256); was the build changed or replaced?"
+        )
     subprocess.run(
         [
             "qemu-img",
@@ -267,7 +283,7 @@ def step_prepare_output(ctx: _Update) -> None:
             "-F",
             "qcow2",
             "-b",
-            str(image),
+            str(pinned),
             str(ctx.work_dir / OVERLAY_NAME),
         ],
         check=True,
@@ -417,6 +433,7 @@ def step_write_image(ctx: _Update) -> None:
         text=True,
     )
     (ctx.work_dir / OVERLAY_NAME).unlink()
+    (ctx.work_dir / INPUT_LINK_NAME).unlink()
 
 
 def _sha256(path: Path) -> str:

@@ -317,3 +317,13 @@ def test_guest_command_that_hangs_is_stopped(tmp_path: Path) -> None:
             timeout_seconds=1,
             output_path=str(tmp_path / "out"),
         )
+
+
+def test_image_not_matching_its_manifest_is_refused_and_nothing_is_left(tmp_path: Path) -> None:
+    build = write_build(tmp_path / "build")  # image bytes do not hash to "000..."
+    before = snapshot(build)
+    with pytest.raises(UpdateError, match=r"sha256 differs from .*manifest\.json"):
+        offline_update_build(
+            build, "2026-11-20.1", "http://127.0.0.1:9", output_dir=tmp_path / "out"
+        )
+    assert_nothing_written(tmp_path, build, before)
