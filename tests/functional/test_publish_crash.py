@@ -1,5 +1,8 @@
 """SIGKILL publish and promote at ~20 random points; the store stays consistent.
 
+Runs against every store: file://, nginx WebDAV and sshd (rsync), checking
+the files in the directory the server keeps them in.
+
 After every kill: each entry under its final name is a complete build whose
 files pass the real ``sha256sum -c`` / ``md5sum -c``, and the ``current``
 label resolves to such a build.  The image is large enough (48 MiB of
@@ -26,6 +29,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.support.fake_build import make_fake_build, new_build_id
 from tests.support.nginx import NginxServer
+from tests.support.sshd import SshServer
 from undercloud_appliance.store_layout import (
     BUILD_ID_NAME,
     BUILD_ID_PATTERN,
@@ -102,13 +106,18 @@ def kill_outcome(release_dir: Path, build_id: str, returncode: int) -> str:
     return "after publish, before the label moved"
 
 
-@pytest.fixture(params=["file", "webdav"])
+@pytest.fixture(params=["file", "webdav", "ssh"])
 def crash_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path, dict]]:
     """(URL, directory where the server keeps the files, environment)."""
     root = tmp_path / "store"
     root.mkdir()
     if request.param == "file":
         yield f"file://{root}", root, dict(os.environ)
+        return
+    if request.param == "ssh":
+        with SshServer() as sshd:
+            env = {**os.environ, "UNDERCLOUD_APPLIANCE_SSH_COMMAND": sshd.ssh_command}
+            yield sshd.url(root), root, env
         return
     # A killed promotion leaves its WebDAV lock behind until it expires.
     env = {**os.environ, "UNDERCLOUD_APPLIANCE_STORE_LOCK_TIMEOUT": "5"}
