@@ -9,8 +9,10 @@
   (at worst a 404 while the server swaps them), never a label collection
   holding part of a build, also when this client is killed.
 - The release lock is a WebDAV LOCK on ``<release>/.lock`` (RFC 4918);
-  a crashed client's lock expires after ``$UNDERCLOUD_APPLIANCE_STORE_LOCK_TIMEOUT``
-  seconds (default 600).
+  we ask for ``$UNDERCLOUD_APPLIANCE_STORE_LOCK_TIMEOUT`` seconds (default
+  120), the server decides (nginx dav-ext: its ``dav_ext_lock_zone``
+  timeout); the holder refreshes it at a third of what was granted, and a
+  crashed holder's lock expires after one timeout.
 - Transient failures (connection errors, timeouts, 5xx) are retried with
   a bounded budget, then reported as NetworkError.
 """
@@ -36,6 +38,7 @@ from publish.digests import Digests, copy_with_digests
 from publish.stores.base import STAGING_DIRECTORY, Store, staging_name, temporary_name
 from publish.stores.credentials import redact_url, store_credentials, url_without_userinfo
 from undercloud_appliance.errors import (
+    ApplianceError,
     ChecksumError,
     NetworkError,
     NotFoundError,
@@ -45,9 +48,9 @@ from undercloud_appliance.errors import (
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
-# How long a lock outlives a crashed holder: a promotion must finish within it.
+# How long a lock outlives a crashed holder (a live holder refreshes it).
 LOCK_TIMEOUT_ENV = "UNDERCLOUD_APPLIANCE_STORE_LOCK_TIMEOUT"
-LOCK_TIMEOUT_SECONDS = 600
+LOCK_TIMEOUT_SECONDS = 120
 LOCK_WAIT_SECONDS = 900
 RETRY_ATTEMPTS = 4
 RETRY_BUDGET_SECONDS = 60
@@ -64,6 +67,17 @@ LOCK_BODY = (
 def _lock_timeout() -> int:
     value = os.environ.get(LOCK_TIMEOUT_ENV, "")
     return int(value) if value.isdigit() and int(value) > 0 else LOCK_TIMEOUT_SECONDS
+
+
+def _granted_timeout(lock_response: bytes) -> int | None:
+    """Seconds the server granted in a LOCK response (``Second-N``); None if unknown."""
+    try:
+        element = ElementTree.fromstring(lock_response).find(".//{DAV:}timeout")
+    except ElementTree.ParseError:
+        return None
+    text = (element.text or "") if element is not None else ""
+    seconds = text.strip().removeprefix("Second-")
+    return int(seconds) if seconds.isdigit() and int(seconds) > 0 else None
 
 
 class _TransientStatus(Exception):
@@ -134,15 +148,17 @@ class WebDavStore(Store):
         collection: bool = False,
         ok: tuple[int, ...] = (200, 201, 204, 207),
         allow: tuple[int, ...] = (),
+        session: requests.Session | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one request, retrying transient failures; map errors to ours."""
+        session = session or self.session
         url = self._url(path, collection)
         kwargs.setdefault("timeout", TIMEOUT)
         try:
             for attempt in _retrying():
                 with attempt:
-                    response = self.session.request(method, url, **kwargs)
+                    response = session.request(method, url, **kwargs)
                     if response.status_code in TRANSIENT_STATUS:
                         raise _TransientStatus(response)
         except (requests.ConnectionError, requests.Timeout, _TransientStatus) as error:
@@ -365,10 +381,41 @@ class WebDavStore(Store):
                 raise StoreError(f"{self._where(path)}: still locked after {LOCK_WAIT_SECONDS}s")
             time.sleep(0.2)
         token = response.headers.get("Lock-Token", "")
+        granted = _granted_timeout(response.content) or _lock_timeout()
+        # Refresh while held, so a long promotion keeps the lock, yet a
+        # crashed holder's lock expires after one (short) timeout.
+        released = threading.Event()
+        refresher = threading.Thread(
+            target=self._refresh_lock,
+            args=(path, token, granted, released),
+            name="webdav-lock-refresh",
+            daemon=True,
+        )
+        refresher.start()
         try:
             yield
         finally:
+            released.set()
+            refresher.join()
             self._request("UNLOCK", path, headers={"Lock-Token": token}, allow=(409, 412))
+
+    def _refresh_lock(self, path: str, token: str, granted: int, released: threading.Event) -> None:
+        timeout = _lock_timeout()
+        with requests.Session() as session:  # Sessions are not shared across threads
+            session.auth = self.session.auth
+            session.headers.update(self.session.headers)
+            # The server decides how long a lock lives: refresh well within it.
+            while not released.wait(max(granted / 3, 0.5)):
+                try:
+                    self._request(
+                        "LOCK",
+                        path,
+                        headers={"Timeout": f"Second-{timeout}", "If": f"({token})"},
+                        ok=(200,),
+                        session=session,
+                    )
+                except ApplianceError as error:
+                    log.warning("could not refresh the lock on %s: %s", self._where(path), error)
 
 
 class _StreamingBody:

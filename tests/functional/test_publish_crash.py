@@ -120,9 +120,8 @@ def crash_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tupl
             yield sshd.url(root), root, env
         return
     # A killed promotion leaves its WebDAV lock behind until it expires.
-    env = {**os.environ, "UNDERCLOUD_APPLIANCE_STORE_LOCK_TIMEOUT": "5"}
-    with NginxServer(root, dav=True) as server:
-        yield f"{server.url}/", root, env
+    with NginxServer(root, dav=True, dav_lock_timeout=5) as server:
+        yield f"{server.url}/", root, dict(os.environ)
 
 
 def test_sigkill_never_leaves_partial_files(

@@ -9,7 +9,8 @@ system nginx and its configuration are never touched.
 
 Byte ranges are served (nginx does it by default for static files).  With
 ``dav=True`` the location also accepts PUT, DELETE, MKCOL, COPY, MOVE
-(nginx's dav module) and PROPFIND, OPTIONS, LOCK, UNLOCK (dav-ext).
+(nginx's dav module) and PROPFIND, OPTIONS, LOCK, UNLOCK (dav-ext; locks
+live ``dav_lock_timeout`` seconds unless refreshed).
 
 Use ``nginx_server`` (below) as a pytest fixture factory, or the class as
 a context manager.
@@ -48,10 +49,13 @@ class NginxServer:
         root: Path,
         dav: bool = False,
         auth: tuple[str, str] | None = None,
+        dav_lock_timeout: int = 60,
     ) -> None:
         self.root = Path(root).resolve()
         self.dav = dav
         self.auth = auth
+        # dav-ext decides how long a WebDAV LOCK lives, whatever clients ask.
+        self.dav_lock_timeout = dav_lock_timeout
         self.port = 0
         self._workdir: Path | None = None
         self._process: subprocess.Popen | None = None
@@ -137,7 +141,11 @@ class NginxServer:
         assert self._workdir is not None
         workdir = self._workdir
         load_module = f"load_module {DAV_EXT_MODULE};" if self.dav else ""
-        lock_zone = "dav_ext_lock_zone zone=test_dav_locks:1m;" if self.dav else ""
+        lock_zone = (
+            f"dav_ext_lock_zone zone=test_dav_locks:1m timeout={self.dav_lock_timeout}s;"
+            if self.dav
+            else ""
+        )
         dav = (
             """
             dav_methods PUT DELETE MKCOL COPY MOVE;
@@ -198,11 +206,12 @@ def _running_as_root() -> bool:
 
 @pytest.fixture
 def nginx_server() -> Iterator[Callable[..., NginxServer]]:
-    """Factory fixture: ``nginx_server(root, dav=..., auth=...)`` started, stopped after."""
+    """Factory fixture: ``nginx_server(root, dav=..., auth=..., dav_lock_timeout=...)``
+    returns a started server, stopped after the test."""
     started: list[NginxServer] = []
 
-    def start(root: Path, dav: bool = False, auth: tuple[str, str] | None = None) -> NginxServer:
-        server = NginxServer(root, dav=dav, auth=auth).start()
+    def start(root: Path, **options: object) -> NginxServer:
+        server = NginxServer(root, **options).start()  # type: ignore[arg-type]
         started.append(server)
         return server
 
