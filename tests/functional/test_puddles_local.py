@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.support.puddles import (
     HOOK_PACKAGE,
@@ -156,3 +157,25 @@ def test_cli_make_can_add_a_real_debian_package_to_the_latest_puddle(tmp_path: P
     assert "Package: hello\n" in p2_index
     assert f"Package: {PROBE_PACKAGE}\n" in p2_index
     assert "Package: hello\n" not in (tmp_path / "base" / P1 / "Packages").read_text()
+
+
+def test_cli_serve_serves_labels_and_puddles_until_stopped(tmp_path: Path) -> None:
+    make_puddles(tmp_path / "base")
+    server = subprocess.Popen(
+        [sys.executable, "-u", "-m", "tests.support.puddles", "serve", str(tmp_path / "base"),
+         "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        first_line = server.stdout.readline()
+        url = first_line.split(" at ", 1)[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+        assert requests.get(f"{url}/labels/latest", timeout=10).text == f"{P2}\n"
+        packages = requests.get(f"{url}/{P1}/Packages", timeout=10)
+        assert f"Package: {PROBE_PACKAGE}\nVersion: 1.0\n" in packages.text
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
