@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - the user gets one line, not a traceback
+    except Exception as error:  # the user gets one line, not a traceback
         if args.debug:
             traceback.print_exc()
         print(
