@@ -47,9 +47,7 @@ def check_release(name: str) -> str:
 
 def check_build_id(build_id: str) -> str:
     if not BUILD_ID_PATTERN.match(build_id):
-        raise ApplianceError(
-            f"invalid build id {build_id!r}: expected YYYYMMDDTHHMMSSZ-xxxxxx"
-        )
+        raise ApplianceError(f"invalid build id {build_id!r}: expected YYYYMMDDTHHMMSSZ-xxxxxx")
     return build_id
 
 
