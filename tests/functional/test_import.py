@@ -1,4 +1,4 @@
-"""End to end: build -> store on nginx -> import under libvirtd -> ssh -> destroy.
+"""End to end: build -> store on nginx -> import under libvirtd -> ssh -> replace -> destroy.
 
 Uses the session's real ``debian-ci`` build (``appliance_build``), lays it
 out as a store (tests/support/store_tree.py, the documented layout), serves
@@ -43,7 +43,7 @@ def libvirt_network() -> Iterator[tuple[str, str]]:
         yield uri, mode
 
 
-def test_import_ssh_status_reimport_destroy(
+def test_import_ssh_status_reimport_replace_destroy(
     appliance_build: Path, libvirt_network: tuple[str, str], tmp_path: Path
 ) -> None:
     uri, network = libvirt_network
@@ -150,6 +150,34 @@ def test_import_ssh_status_reimport_destroy(
             again_record = json.loads((tmp_path / "state" / name / "import.json").read_text())
             print(f"re-import timings: {again_record['timings']}")
             assert "prepare-layer" not in again_record["timings"], "a re-import is a no-op"
+
+            # --replace: torn down and imported afresh from the cached layer; the
+            # guest makes new host keys and a new machine-id, ssh still works.
+            replaced = run_cli(
+                "import",
+                *common,
+                "--disk-size",
+                str(disk_gib),
+                "--replace",
+                env=env,
+                cwd=workdir,
+                timeout=IMPORT_TIMEOUT,
+            )
+            assert "already imported" not in replaced.stdout
+            replaced_record = json.loads((tmp_path / "state" / name / "import.json").read_text())
+            print(f"--replace timings: {replaced_record['timings']}")
+            assert replaced_record["layer_reused"] is True
+            assert replaced_record["layer"] == record["layer"]
+            new_machine_id = subprocess.run(
+                ["ssh", "-F", "ssh.config", "-o", "BatchMode=yes", name, "cat /etc/machine-id"],
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            ).stdout.strip()
+            assert len(new_machine_id) == 32 and new_machine_id != machine_id
+            overlay = Path(replaced_record["overlay"])
         finally:
             destroyed = run_cli("destroy", name, "--connect", uri, env=env, check=False)
     assert destroyed.returncode == 0, destroyed.stderr
