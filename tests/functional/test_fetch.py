@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import run_cli
 from tests.support.fake_build import make_fake_build
@@ -394,3 +395,34 @@ def test_transient_server_errors_are_retried(server: StoreServer, published, cac
     result = json.loads(fetch(server.url, release, cache_env).stdout)
     assert result["build_id"] == build_id
     assert [r[1] for r in server.requests[:3]] == ["503", "503", None]
+
+
+def test_resume_against_nginx_uses_its_etag(published, cache_env) -> None:
+    """A partial left by an earlier fetch is completed by nginx's 206, not re-sent."""
+    root, release, build_id, sha = published
+    relpath = image_relpath(release, build_id)
+    image = (root / relpath).read_bytes()
+    kept = len(image) // 3
+    cache = Path(cache_env["UNDERCLOUD_APPLIANCE_CACHE"])
+    cache.mkdir(parents=True)
+    with NginxServer(root) as nginx:
+        head = requests.head(f"{nginx.url}/{relpath}", timeout=10)
+        (cache / f"{sha}.partial").write_bytes(image[:kept])
+        (cache / f"{sha}.partial.json").write_text(
+            json.dumps({"relpath": relpath, "etag": head.headers["ETag"], "size": len(image)})
+        )
+        resumed = json.loads(fetch(nginx.url, release, cache_env, "--build", build_id).stdout)
+        assert resumed["resumed_from"] == kept
+        assert resumed["transferred_bytes"] == len(image) - kept
+        assert hashlib.sha256(Path(resumed["path"]).read_bytes()).hexdigest() == sha
+
+        # The same partial with a stale validator: nginx sends the whole file.
+        os.chmod(resumed["path"], 0o644)
+        Path(resumed["path"]).unlink()
+        (cache / f"{sha}.partial").write_bytes(image[:kept])
+        (cache / f"{sha}.partial.json").write_text(
+            json.dumps({"relpath": relpath, "etag": '"0-0"', "size": len(image)})
+        )
+        restarted = json.loads(fetch(nginx.url, release, cache_env, "--build", build_id).stdout)
+        assert restarted["resumed_from"] == 0
+        assert restarted["transferred_bytes"] == len(image)
