@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     promote.add_argument(
         "--force",
         action="store_true",
-        help="promote even though the build's smoke test failed (recorded in its manifest)",
+        help="promote even though the build has no passing smoke test "
+        "(logged and recorded in its manifest)",
     )
     promote.set_defaults(func=run_promote)
 

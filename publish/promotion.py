@@ -1,10 +1,10 @@
 """Labels: verify a published build, then point ``<release>/<label>`` at it.
 
 A label moves only after the build is re-verified on the store (all files
-present, every checksum recomputed from the stored bytes) and, when the
-manifest holds a smoke result, only if the smoke test passed; ``force``
-overrides the smoke rule only, is logged and is recorded in the manifest's
-``promotions`` list.  All of it runs under the release lock, so two
+present, every checksum recomputed from the stored bytes) and only if its
+manifest records a passing smoke test (a build made with ``--no-bake`` has
+none); ``force`` overrides the smoke rule only, is logged and is recorded
+in the manifest's ``promotions`` list.  All of it runs under the release lock, so two
 promotions serialise and ``prune`` cannot delete the build meanwhile.
 """
 
@@ -112,24 +112,35 @@ def promote(
     check_promotable_label(label)
     with store.lock(release):
         manifest = verify_published_build(store, release, build_id)
-        smoke = manifest.get("smoke")
-        if smoke is not None and not (isinstance(smoke, dict) and smoke.get("passed") is True):
+        problem = smoke_problem(manifest.get("smoke"))
+        if problem is not None:
             if not force:
                 raise ApplianceError(
-                    f"build {build_id}: smoke test did not pass; not promoting to {label!r} "
-                    "(--force overrides)"
+                    f"build {build_id}: {problem}; not promoting to {label!r} (--force overrides)"
                 )
-            log.warning(
-                "promoting %s to %r although its smoke test failed (--force)", build_id, label
-            )
-            _record_forced_promotion(store, release, build_id, label, manifest)
+            log.warning("promoting %s to %r although %s (--force)", build_id, label, problem)
+            _record_forced_promotion(store, release, build_id, label, manifest, problem)
         previous = store.point_label(release, label, build_id)
     log.info("%s/%s -> %s (was %s)", release, label, build_id, previous or "unset")
     return previous
 
 
+def smoke_problem(smoke: Any) -> str | None:
+    """Why a manifest's smoke record does not allow promotion, or None when it passed."""
+    if smoke is None:
+        return "no smoke test is recorded (built with --no-bake?)"
+    if not isinstance(smoke, dict) or smoke.get("passed") is not True:
+        return "its smoke test did not pass"
+    return None
+
+
 def _record_forced_promotion(
-    store: Store, release: str, build_id: str, label: str, manifest: dict[str, Any]
+    store: Store,
+    release: str,
+    build_id: str,
+    label: str,
+    manifest: dict[str, Any],
+    reason: str,
 ) -> None:
     promotions = manifest.get("promotions")
     if not isinstance(promotions, list):
@@ -138,7 +149,7 @@ def _record_forced_promotion(
         {
             "label": label,
             "forced": True,
-            "reason": "smoke test did not pass",
+            "reason": reason,
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "by": getpass.getuser(),
         }

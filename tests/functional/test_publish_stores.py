@@ -261,6 +261,27 @@ def test_smoke_failure_blocks_promotion_unless_forced(
     check_with_coreutils(store.root / RELEASE / "current")
 
 
+def test_build_without_smoke_result_is_not_promoted_unless_forced(
+    store: StoreUnderTest, tmp_path: Path
+) -> None:
+    # A --no-bake build records no smoke test: nothing shows that it works.
+    build = make_fake_build(tmp_path / "build", RELEASE, smoke_passed=None)
+    build_id = build_id_of(build)
+    store.cli("publish", str(build))
+    refused = store.cli("promote", RELEASE, build_id, "--label", "current", check=False)
+    assert refused.returncode == 1, refused.stderr
+    assert "no smoke test is recorded" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert not (store.root / RELEASE / "current").exists()
+
+    forced = store.cli("promote", RELEASE, build_id, "--label", "current", "--force")
+    assert "no smoke test is recorded" in forced.stderr  # logged
+    manifest = json.loads((store.root / RELEASE / "current" / "manifest.json").read_text())
+    (promotion,) = manifest["promotions"]
+    assert promotion["forced"] is True and "no smoke test" in promotion["reason"]
+    check_with_coreutils(store.root / RELEASE / "current")
+
+
 def test_passed_smoke_promotes(store: StoreUnderTest, tmp_path: Path) -> None:
     build = make_fake_build(tmp_path / "build", RELEASE, smoke_passed=True)
     store.cli("publish", str(build))

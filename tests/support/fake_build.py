@@ -66,7 +66,7 @@ def fake_manifest(
     release: str = "debian-ci",
     build_id: str | None = None,
     puddle_id: str | None = "2026-11-21.1",
-    smoke_passed: bool | None = None,
+    smoke_passed: bool | None = True,
 ) -> dict[str, Any]:
     """A manifest describing ``image`` truthfully (sha256, sizes)."""
     info = json.loads(
@@ -131,7 +131,7 @@ def make_fake_build(
     data_mib: int = 2,
     image_from: Path | None = None,
     puddle_id: str | None = "2026-11-21.1",
-    smoke_passed: bool | None = None,
+    smoke_passed: bool | None = True,
 ) -> Path:
     """Write a valid build directory at ``directory`` and return it.
 
@@ -154,3 +154,12 @@ def make_fake_build(
     (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     (directory / "build.log").write_text(f"fake build {manifest['build_id']}\n")
     return directory
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    """sha256 of every file directly in ``directory``: to show a build was not modified."""
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.iterdir())
+        if path.is_file()
+    }
