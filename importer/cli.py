@@ -108,6 +108,11 @@ def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
     importer.add_argument(
         "--boot-timeout", type=float, default=600, metavar="SECONDS", help="wait for ssh this long"
     )
+    importer.add_argument(
+        "--skip-smoke",
+        action="store_true",
+        help="do not run the profile's smoke commands after a fresh import",
+    )
     importer.set_defaults(func=run_import)
 
     destroy = subparsers.add_parser(
@@ -123,6 +128,106 @@ def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=run_status)
+
+    register_update_commands(subparsers)
+
+
+def register_update_commands(subparsers: argparse._SubParsersAction) -> None:
+    from importer.offline_update import add_offline_update_arguments
+
+    update = subparsers.add_parser(
+        "update",
+        help="apply a puddle to a running appliance in place (or --offline to a build)",
+        description="Pin the puddle, snapshot the appliance, switch its repositories, "
+        "upgrade its packages, run the profile's update and smoke commands; on any failure "
+        "revert to the snapshot. With --offline BUILD_DIR, update a build's image with "
+        "libguestfs instead, writing a new build directory.",
+    )
+    update.add_argument("name", metavar="NAME", nargs="?", help="imported appliance")
+    add_offline_update_arguments(update)
+    update.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
+    update.set_defaults(func=run_update)
+
+    upgrade = subparsers.add_parser(
+        "upgrade",
+        help="major upgrade of a running appliance to another release",
+        description="Like update, with the target release's published manifest: its "
+        "puddle repositories, upgrade commands and smoke commands.",
+    )
+    upgrade.add_argument("name", metavar="NAME")
+    upgrade.add_argument("--to-release", required=True, metavar="RELEASE")
+    upgrade.add_argument(
+        "--store", metavar="URL", help="store holding the target release (default: the import's)"
+    )
+    upgrade.add_argument("--label", help="target build label in the store (default: latest)")
+    upgrade.add_argument(
+        "--puddle", default="latest", metavar="ID|LABEL", help="target puddle (default: latest)"
+    )
+    upgrade.add_argument("--puddle-base", metavar="URL", help="puddle base URL override")
+    upgrade.add_argument("--json", action="store_true", help="print the result as JSON")
+    upgrade.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
+    upgrade.set_defaults(func=run_upgrade)
+
+    rollback = subparsers.add_parser(
+        "rollback", help="revert an appliance to its newest (or a named) update snapshot"
+    )
+    rollback.add_argument("name", metavar="NAME")
+    rollback.add_argument("--snapshot", metavar="SNAPSHOT", help="snapshot name (see status)")
+    rollback.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
+    rollback.set_defaults(func=run_rollback)
+
+
+def run_update(args: argparse.Namespace) -> int:
+    from undercloud_appliance.errors import ApplianceError
+
+    if args.offline_build_dir is not None:
+        if args.name is not None:
+            raise ApplianceError("update: give NAME or --offline BUILD_DIR, not both")
+        from importer.offline_update import run_offline_update
+
+        return run_offline_update(args)
+    if args.name is None:
+        raise ApplianceError("update: give an appliance NAME, or --offline BUILD_DIR")
+    if args.output is not None or args.install:
+        raise ApplianceError("update NAME: --output and --install apply to --offline only")
+    from importer.imports import check_name
+    from importer.online_update import format_online_result, update_online
+
+    result = update_online(
+        check_name(args.name), args.puddle, args.connect, puddle_base=args.puddle_base
+    )
+    print(format_online_result(result, args.json))
+    return 0
+
+
+def run_upgrade(args: argparse.Namespace) -> int:
+    from importer.imports import check_name
+    from importer.online_update import format_online_result, upgrade_online
+    from undercloud_appliance.store_layout import check_release
+
+    result = upgrade_online(
+        check_name(args.name),
+        check_release(args.to_release),
+        args.connect,
+        requested_puddle=args.puddle,
+        store_url=args.store,
+        label=args.label,
+        puddle_base=args.puddle_base,
+    )
+    print(format_online_result(result, args.json))
+    return 0
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    from importer.imports import check_name
+    from importer.online_update import rollback
+
+    chosen = rollback(check_name(args.name), args.connect, args.snapshot)
+    print(
+        f"{args.name}: rolled back to snapshot {chosen['name']} "
+        f"(release {chosen['release']}, puddle {chosen['puddle'] or 'none'})"
+    )
+    return 0
 
 
 def _positive(value: int | None, option: str) -> None:
@@ -171,6 +276,10 @@ def run_import(args: argparse.Namespace) -> int:
     )
     print(f"wrote {result.ssh_config} and {result.inventory}")
     print(result.ssh_hint)
+    if not args.skip_smoke and not result.already_imported:
+        from importer.imports import smoke_test_import
+
+        smoke_test_import(result)
     return 0
 
 
@@ -190,5 +299,12 @@ def run_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     for key, value in report.items():
+        if key == "snapshots":
+            continue
         print(f"{key + ':':<10} {value if value not in (None, '') else '-'}")
+    for snapshot in report["snapshots"]:
+        print(
+            f"snapshot:  {snapshot['name']} (release {snapshot['release']}, puddle "
+            f"{snapshot['puddle'] or 'none'}): {snapshot['reason']}"
+        )
     return 0

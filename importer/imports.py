@@ -45,8 +45,9 @@ from importer.handoff import (
     wait_for_ssh,
     write_handoff,
 )
+from importer.smoke import SmokeError, first_failure, run_smoke_commands
 from undercloud_appliance.errors import ApplianceError, NotFoundError, VirtError
-from undercloud_appliance.manifest import write_file_atomically
+from undercloud_appliance.manifest import read_manifest, write_file_atomically
 from undercloud_appliance.steps import StepRunner, StepTimings
 
 log = logging.getLogger(__name__)
@@ -420,6 +421,11 @@ def domain_metadata(context: ImportContext) -> dict[str, str]:
         "port": str(context.ssh_port),
         "state-dir": str(context.state_dir),
     }
+    if context.already_imported and context.existing_metadata:
+        # Online updates and upgrades moved the appliance on from its build.
+        for key in ("release", "puddle"):
+            if key in context.existing_metadata:
+                values[key] = context.existing_metadata[key]
     if context.address:
         values["address"] = context.address
     return values
@@ -456,6 +462,28 @@ def run_import(options: ImportOptions) -> ImportResult:
     )
 
 
+def smoke_test_import(result: ImportResult) -> list[dict[str, Any]]:
+    """Run the build's smoke commands in the imported appliance; print and record them.
+
+    A failure leaves the appliance running (it is imported; the undercloud
+    in it is what fails) and raises SmokeError naming the command.
+    """
+    manifest = read_manifest(Path(result.record["manifest"]))
+    results = run_smoke_commands(result.ssh_config, result.name, manifest)
+    for smoke in results:
+        verdict = "ok" if smoke["returncode"] == 0 else f"FAILED (exit {smoke['returncode']})"
+        print(f"smoke: {smoke['command']}: {verdict} ({smoke['seconds']:.1f}s)")
+    result.record["smoke"] = results
+    state_dir = Path(result.record["overlay"]).parent
+    write_file_atomically(
+        state_dir / RECORD_NAME, (json.dumps(result.record, indent=2) + "\n").encode()
+    )
+    failure = first_failure(results)
+    if failure:
+        raise SmokeError(f"{result.name}: imported and running, but {failure}")
+    return results
+
+
 def undo_fresh_import(context: ImportContext) -> None:
     """Leave nothing half-created: the domain and state directory made by this run."""
     if context.created_domain and context.domain is not None:
@@ -472,13 +500,15 @@ def import_record(context: ImportContext, timings: StepTimings) -> dict[str, Any
     seconds = timings.as_dict()
     previous_record = read_record(context.state_dir) if context.already_imported else {}
     guest_boot = sum(seconds.get(name, 0.0) for name in GUEST_BOOT_STEPS)
-    return {
+    record = {
         "name": context.options.name,
         "release": fetched.release,
         "build_id": fetched.build_id,
         "puddle": fetched.puddle_id,
         "sha256": fetched.sha256,
         "image": str(fetched.image_path),
+        "manifest": str(fetched.manifest_path),
+        "store_url": previous_record.get("store_url") or context.options.store_url,
         "overlay": str(context.overlay),
         "layer": str(context.layer) if context.layer else previous_record.get("layer"),
         "layer_reused": context.layer_reused,
@@ -493,6 +523,11 @@ def import_record(context: ImportContext, timings: StepTimings) -> dict[str, Any
         "our_seconds": round(sum(seconds.values()) - guest_boot, 3),
         "guest_boot_seconds": round(guest_boot, 3),
     }
+    # A re-import keeps what online updates and upgrades changed since.
+    for key in ("release", "puddle", "manifest", "changes"):
+        if previous_record.get("changes") and key in previous_record:
+            record[key] = previous_record[key]
+    return record
 
 
 KEY_FILES = ("id_ed25519", "id_ed25519.pub")
@@ -577,7 +612,24 @@ def status(name: str, uri: str) -> dict[str, Any]:
         "overlay": record.get("overlay"),
         "image": record.get("image"),
         "state_dir": str(state_dir),
+        "snapshots": snapshots_of(domain),
+        "smoke": smoke_summary(record.get("smoke")),
     }
+
+
+def snapshots_of(domain: Any | None) -> list[dict[str, Any]]:
+    if domain is None:
+        return []
+    from importer.online_update import list_snapshots
+
+    return list_snapshots(domain)
+
+
+def smoke_summary(results: Any) -> str | None:
+    if not isinstance(results, list):
+        return None
+    passed = sum(1 for result in results if result.get("returncode") == 0)
+    return f"{passed}/{len(results)} passed"
 
 
 def console_tail(context: ImportContext) -> str:

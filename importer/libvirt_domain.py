@@ -224,7 +224,10 @@ def remove_domain(domain: Any) -> None:
         if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
             raise VirtError(f"cannot stop domain {name!r}: {_message(error)}") from None
     try:
-        domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        # Update snapshots live inside the overlay; their metadata goes with the domain.
+        domain.undefineFlags(
+            libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        )
     except libvirt.libvirtError as error:
         if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
             raise VirtError(f"cannot undefine domain {name!r}: {_message(error)}") from None

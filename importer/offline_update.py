@@ -217,28 +217,65 @@ def run_in_guest(
     )
 
 
-def step_resolve_puddle(ctx: _Update) -> None:
-    ctx.manifest = read_manifest(ctx.build_dir)
-    resolved = ctx.manifest["profile"].get("resolved") or {}
-    ctx.puddle = copy.deepcopy(resolved.get("puddle") or {})
-    if not ctx.puddle.get("id_pattern"):
-        raise UpdateError(f"{ctx.build_dir / MANIFEST_NAME}: the profile has no puddle section")
-    base_url = (
-        ctx.puddle_base or ctx.manifest["puddle"].get("base_url") or ctx.puddle.get("base_url")
-    )
+@dataclass(frozen=True)
+class PuddleTarget:
+    """Where an update goes: the pinned puddle and its rendered repositories."""
+
+    puddle_id: str
+    release: str
+    repos: list[dict[str, Any]]
+    package_manager: PackageManager
+    settings: dict[str, Any]
+
+
+def resolve_puddle_target(
+    manifest: Mapping[str, Any],
+    requested: str,
+    puddle_base: str | None = None,
+    source: str = MANIFEST_NAME,
+) -> PuddleTarget:
+    """Pin ``requested`` (an id or a label) with the puddle settings a manifest carries.
+
+    Shared by the offline and online updaters: the profile's puddle section
+    travels in the manifest (``profile.resolved.puddle``); ``puddle_base``
+    overrides its ``base_url`` (else the manifest's recorded one is used).
+    """
+    resolved = manifest["profile"].get("resolved") or {}
+    settings = copy.deepcopy(resolved.get("puddle") or {})
+    if not settings.get("id_pattern"):
+        raise UpdateError(f"{source}: the profile has no puddle section")
+    base_url = puddle_base or manifest["puddle"].get("base_url") or settings.get("base_url")
     if base_url:
-        ctx.puddle["base_url"] = check_repo_url(base_url.rstrip("/"), "puddle base URL")
+        settings["base_url"] = check_repo_url(base_url.rstrip("/"), "puddle base URL")
     # Templates' {release} is the profile's OpenStack release (zed), else the profile name.
-    ctx.release = str(resolved.get("release") or ctx.manifest["release"])
-    ctx.package_manager = get_package_manager(ctx.puddle.get("package_manager", "apt"))
-    check_package_names(ctx.package_manager, ctx.install_packages)
-    puddle_id = resolve_puddle(ctx.puddle, ctx.requested_puddle, ctx.release)
+    release = str(resolved.get("release") or manifest["release"])
+    package_manager = get_package_manager(settings.get("package_manager", "apt"))
+    puddle_id = resolve_puddle(settings, requested, release)
     if puddle_id is None:
         raise UpdateError(
-            f"--puddle {ctx.requested_puddle!r}: an update needs a puddle id or label, not 'none'"
+            f"--puddle {requested!r}: an update needs a puddle id or label, not 'none'"
         )
-    ctx.puddle_id = check_puddle_id(puddle_id, ctx.puddle["id_pattern"])
-    ctx.repos = render_repos(ctx.puddle, ctx.puddle_id, ctx.release)
+    check_puddle_id(puddle_id, settings["id_pattern"])
+    return PuddleTarget(
+        puddle_id=puddle_id,
+        release=release,
+        repos=render_repos(settings, puddle_id, release),
+        package_manager=package_manager,
+        settings=settings,
+    )
+
+
+def step_resolve_puddle(ctx: _Update) -> None:
+    ctx.manifest = read_manifest(ctx.build_dir)
+    target = resolve_puddle_target(
+        ctx.manifest, ctx.requested_puddle, ctx.puddle_base, str(ctx.build_dir / MANIFEST_NAME)
+    )
+    ctx.puddle = target.settings
+    ctx.release = target.release
+    ctx.package_manager = target.package_manager
+    check_package_names(ctx.package_manager, ctx.install_packages)
+    ctx.puddle_id = target.puddle_id
+    ctx.repos = target.repos
     ctx.previous_puddle_id = ctx.manifest["puddle"].get("id")
     ctx.note(f"update {ctx.build_dir} to puddle {ctx.puddle_id} (requested {ctx.requested_puddle})")
 

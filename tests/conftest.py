@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.puddles import puddle_site  # noqa: F401 - session fixture, shared
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_PROFILE = "debian-ci"
 
@@ -57,3 +59,30 @@ def appliance_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
         output = tmp_path_factory.mktemp("appliance-build") / "build"
     run_cli("build", TEST_PROFILE, "--output", str(output), "--replace", timeout=40 * 60)
     return output
+
+
+@pytest.fixture(scope="session")
+def p1_offline_update(
+    appliance_build: Path,
+    puddle_site,  # noqa: F811 - fixture
+    tmp_path_factory: pytest.TempPathFactory,
+):
+    """``appliance_build`` updated offline to puddle P1, installing the probe package.
+
+    Returns ``(input file digests before, OfflineUpdateResult)``; shared by the
+    offline and online update tests, which both start from a P1 appliance.
+    """
+    from importer.offline_update import offline_update_build
+    from tests.support.fake_build import file_digests
+    from tests.support.puddles import P1, PROBE_PACKAGE
+
+    before = file_digests(appliance_build)
+    output = tmp_path_factory.mktemp("offline-update") / "p1"
+    result = offline_update_build(
+        appliance_build,
+        P1,
+        puddle_base=puddle_site.url,
+        output_dir=output,
+        install_packages=[PROBE_PACKAGE],
+    )
+    return before, result

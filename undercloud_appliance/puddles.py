@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -149,3 +150,24 @@ def resolve_puddle(puddle: Mapping[str, Any], requested: str | None, release: st
             f"(pattern {puddle['id_pattern']})"
         )
     return puddle_id
+
+
+def check_repo_exists(url: str, puddle_id: str) -> None:
+    """Fail early, before anything changes, when a puddle's repository is not there.
+
+    Only a definite answer counts: HTTP 404 (or a missing ``file://``
+    directory) is an unknown puddle, no answer is an unreachable server;
+    other statuses (403 on a server without directory listings) pass.
+    """
+    if url.startswith("file://"):
+        if not Path(url.removeprefix("file://")).is_dir():
+            raise NotFoundError(f"puddle {puddle_id}: repository {url} does not exist")
+        return
+    try:
+        response = _get(url.rstrip("/") + "/")
+    except requests.RequestException as error:
+        raise NetworkError(
+            f"puddle {puddle_id}: cannot reach {url}: {type(error).__name__}"
+        ) from None
+    if response.status_code == 404:
+        raise NotFoundError(f"puddle {puddle_id}: repository {url} does not exist (HTTP 404)")

@@ -30,6 +30,7 @@ from importer.offline_update import (
     offline_update_build,
 )
 from importer.puddle_history import HISTORY_PATH, parse_history
+from tests.support.fake_build import file_digests
 from tests.support.puddles import (
     HOOK_PACKAGE,
     P1,
@@ -38,21 +39,12 @@ from tests.support.puddles import (
     PROBE_PACKAGE,
     PROBE_VERSION_FILE,
     PuddleSite,
-    puddle_site,  # noqa: F401 - fixture
 )
 from undercloud_appliance.hypervisor import open_guestfs
 from undercloud_appliance.manifest import read_manifest
 from undercloud_appliance.store_layout import check_build_id
 
 pytestmark = pytest.mark.slow
-
-
-def file_digests(directory: Path) -> dict[str, str]:
-    return {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(directory.iterdir())
-        if path.is_file()
-    }
 
 
 @dataclass
@@ -70,19 +62,10 @@ def update(input_dir: Path, output_dir: Path, requested: str, **kwargs: Any) -> 
 
 
 @pytest.fixture(scope="module")
-def p1_build(
-    appliance_build: Path,
-    puddle_site: PuddleSite,  # noqa: F811 - fixture
-    tmp_path_factory: pytest.TempPathFactory,
-) -> UpdatedBuild:
-    output = tmp_path_factory.mktemp("offline-update") / "p1"
-    return update(
-        appliance_build,
-        output,
-        P1,
-        puddle_base=puddle_site.url,
-        install_packages=[PROBE_PACKAGE],
-    )
+def p1_build(appliance_build: Path, p1_offline_update) -> UpdatedBuild:
+    before, result = p1_offline_update
+    print(f"\n{format_result(result)}")
+    return UpdatedBuild(appliance_build, before, result)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +103,7 @@ def p2_image_files(p2_build: UpdatedBuild) -> Iterator[dict[str, str | None]]:
 
 def test_update_to_p1_installs_the_probe_into_a_new_build(
     p1_build: UpdatedBuild,
-    puddle_site: PuddleSite,  # noqa: F811 - fixture
+    puddle_site: PuddleSite,
 ) -> None:
     result = p1_build.result
     manifest = read_manifest(result.output_dir)
@@ -173,7 +156,7 @@ def test_latest_label_is_pinned_and_upgrades_the_probe(p2_build: UpdatedBuild) -
 def test_updated_image_holds_new_files_history_and_real_repo_url(
     p2_build: UpdatedBuild,
     p2_image_files: dict[str, str | None],
-    puddle_site: PuddleSite,  # noqa: F811 - fixture
+    puddle_site: PuddleSite,
 ) -> None:
     assert p2_image_files[PROBE_VERSION_FILE] == "2.0\n"
     history = parse_history(p2_image_files[HISTORY_PATH] or "")

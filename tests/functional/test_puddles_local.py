@@ -22,7 +22,6 @@ from tests.support.puddles import (
     PROBE_PACKAGE,
     PuddleSite,
     make_puddles,
-    puddle_site,  # noqa: F401 - fixture
 )
 from undercloud_appliance.puddles import render_repos, resolve_puddle
 
@@ -102,7 +101,7 @@ def test_deb_payload_records_its_version_and_broken_postinst_fails(tmp_path: Pat
 
 
 def test_apt_reads_served_puddles_and_prefers_the_newest(
-    puddle_site: PuddleSite,  # noqa: F811 - fixture
+    puddle_site: PuddleSite,
     tmp_path: Path,
 ) -> None:
     (tmp_path / "sources.list").write_text(sources_for(puddle_site, P1))
@@ -124,7 +123,7 @@ def test_apt_reads_served_puddles_and_prefers_the_newest(
 
 
 def test_latest_label_resolves_over_http_to_p2(
-    puddle_site: PuddleSite,  # noqa: F811 - fixture
+    puddle_site: PuddleSite,
 ) -> None:
     section = {**DEBIAN_PUDDLE_SECTION, "base_url": puddle_site.url}
     assert resolve_puddle(section, "latest", "zed") == P2
