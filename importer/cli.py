@@ -275,11 +275,17 @@ def run_import(args: argparse.Namespace) -> int:
         f"{' + '.join(GUEST_BOOT_STEPS)})"
     )
     print(f"wrote {result.ssh_config} and {result.inventory}")
-    print(result.ssh_hint)
+    failure = None
     if not args.skip_smoke and not result.already_imported:
         from importer.imports import smoke_test_import
 
-        smoke_test_import(result)
+        failure = smoke_test_import(result)
+    print(result.ssh_hint)
+    if failure:
+        from importer.smoke import SmokeError
+
+        # The appliance is imported and running; the undercloud in it fails.
+        raise SmokeError(f"{result.name}: imported and running, but {failure}")
     return 0
 
 

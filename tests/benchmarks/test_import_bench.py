@@ -104,6 +104,7 @@ def test_import_from_cache_ours_vs_guest_boot(appliance_build: Path, tmp_path: P
                         "1024",
                         "--vcpus",
                         "2",
+                        "--skip-smoke",  # measured: import to ssh-ready, not the profile
                         "--connect",
                         uri,
                         env=env,

@@ -88,6 +88,10 @@ def test_import_ssh_status_reimport_replace_destroy(
             )
             print(imported.stdout, imported.stderr[-3000:])
             assert imported.stdout.splitlines()[-1] == "ssh -F ssh.config undercloud"
+            # The importer runs the build's smoke commands and reports each.
+            smoke_commands = manifest["profile"]["resolved"]["undercloud"]["smoke_commands"]
+            for command in smoke_commands:
+                assert f"smoke: {command}: ok" in imported.stdout
             assert (workdir / "ssh.config").is_file() and (workdir / "hosts").is_file()
 
             release_json = subprocess.run(
