@@ -77,7 +77,11 @@ def p1_offline_update(
     from tests.support.puddles import P1, PROBE_PACKAGE
 
     before = file_digests(appliance_build)
-    output = tmp_path_factory.mktemp("offline-update") / "p1"
+    run_dir = os.environ.get("UNDERCLOUD_APPLIANCE_TEST_RUN_DIR")
+    if run_dir and not (Path(run_dir) / "p1-build").exists():
+        output = Path(run_dir) / "p1-build"  # the benchmarks env reuses it (p1_build_dir)
+    else:
+        output = tmp_path_factory.mktemp("offline-update") / "p1"
     result = offline_update_build(
         appliance_build,
         P1,
@@ -86,3 +90,13 @@ def p1_offline_update(
         install_packages=[PROBE_PACKAGE],
     )
     return before, result
+
+
+@pytest.fixture(scope="session")
+def p1_build_dir(request: pytest.FixtureRequest) -> Path:
+    """The P1 build directory: the one this run's functional env made, else made now."""
+    run_dir = os.environ.get("UNDERCLOUD_APPLIANCE_TEST_RUN_DIR")
+    if run_dir and (Path(run_dir) / "p1-build" / "manifest.json").exists():
+        return Path(run_dir) / "p1-build"
+    _, result = request.getfixturevalue("p1_offline_update")
+    return result.output_dir

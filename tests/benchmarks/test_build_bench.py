@@ -6,6 +6,11 @@
 - warm vs cold: our build with the DIB cache filled vs with an empty one.
   Goal <= 0.5x.
 
+Our builds here skip the bake stage (``bake=False``, ``--no-bake``): booting
+the image to configure the undercloud is work a bare DIB build does not do
+at all, and its minutes under TCG would swamp both ratios.  The bake's
+own duration is in every baked build's manifest (``timings``).
+
 Never asserts on time: the numbers are printed for people to read.
 """
 
@@ -57,17 +62,17 @@ def test_build_overhead_and_cache(
 ) -> None:
     # appliance_build has filled the DIB cache: both runs below are warm.
     bare = timed(bare_dib_build, tmp_path)
-    ours_warm = timed(build, TEST_PROFILE, output=tmp_path / "warm")
+    ours_warm = timed(build, TEST_PROFILE, output=tmp_path / "warm", bake=False)
     shutil.rmtree(tmp_path / "warm")
 
     monkeypatch.setenv("UNDERCLOUD_APPLIANCE_CACHE", str(tmp_path / "empty-cache"))
-    ours_cold = timed(build, TEST_PROFILE, output=tmp_path / "cold")
+    ours_cold = timed(build, TEST_PROFILE, output=tmp_path / "cold", bake=False)
     shutil.rmtree(tmp_path / "empty-cache", ignore_errors=True)
 
     print()
     print(f"bare disk-image-create (warm cache): {bare:7.1f}s")
-    print(f"our build (warm cache):              {ours_warm:7.1f}s")
-    print(f"our build (cold cache):              {ours_cold:7.1f}s")
+    print(f"our build, no bake (warm cache):     {ours_warm:7.1f}s")
+    print(f"our build, no bake (cold cache):     {ours_cold:7.1f}s")
     print(f"overhead ratio ours/bare: {ours_warm / bare:.2f}x (goal <= 1.05x)")
     print(f"warm/cold ratio:          {ours_warm / ours_cold:.2f}x (goal <= 0.50x)")
     assert os.path.exists(tmp_path / "cold" / "manifest.json")
