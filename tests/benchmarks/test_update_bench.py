@@ -39,6 +39,7 @@ def test_update_in_place_vs_rebuild_and_reimport(
     appliance_build: Path, p1_build_dir: Path, puddle_site: PuddleSite, tmp_path: Path
 ) -> None:
     p1 = read_manifest(p1_build_dir)
+    (tmp_path / "store").mkdir()
     store = f"file://{tmp_path / 'store'}"
     run_cli("-q", "publish", str(p1_build_dir), "--store", store)
     env = {

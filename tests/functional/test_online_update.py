@@ -135,6 +135,7 @@ def appliance(
 ) -> Iterator[Appliance]:
     _, p1 = p1_offline_update
     root = tmp_path_factory.mktemp("online-update")
+    (root / "store").mkdir()
     store_url = f"file://{root / 'store'}"
     run_cli("publish", str(p1.output_dir), "--store", store_url)
     upgrade_target = next_release_build(p1, puddle_site, root / "next-build")
