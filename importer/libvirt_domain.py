@@ -277,3 +277,67 @@ def check_network_active(connection: Any, name: str = "default") -> None:
             f"libvirt network {name!r} is not active: run 'virsh net-start {name}', "
             "or use --network user"
         )
+
+
+# -- snapshots (taken before online updates) ------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    name: str
+    created: int  # seconds since the epoch, from libvirt
+    description: str
+
+
+def create_snapshot(domain: Any, name: str, description: str) -> None:
+    """An internal snapshot of the running domain: disk and memory, in its qcow2."""
+    libvirt = _libvirt()
+    xml = (
+        f"<domainsnapshot><name>{escape(name)}</name>"
+        f"<description>{escape(description)}</description></domainsnapshot>"
+    )
+    try:
+        domain.snapshotCreateXML(xml, 0)
+    except libvirt.libvirtError as error:
+        raise VirtError(f"cannot snapshot {domain.name()!r}: {_message(error)}") from None
+
+
+def list_snapshots(domain: Any) -> list[SnapshotInfo]:
+    """Every snapshot of ``domain``, oldest first."""
+    libvirt = _libvirt()
+    snapshots = []
+    try:
+        for snapshot in domain.listAllSnapshots(0):
+            root = ET.fromstring(snapshot.getXMLDesc(0))
+            snapshots.append(
+                SnapshotInfo(
+                    name=root.findtext("name") or snapshot.getName(),
+                    created=int(root.findtext("creationTime") or 0),
+                    description=root.findtext("description") or "",
+                )
+            )
+    except libvirt.libvirtError as error:
+        raise VirtError(f"cannot list snapshots of {domain.name()!r}: {_message(error)}") from None
+    return sorted(snapshots, key=lambda s: (s.created, s.name))
+
+
+def delete_snapshot(domain: Any, name: str) -> None:
+    libvirt = _libvirt()
+    try:
+        domain.snapshotLookupByName(name, 0).delete(0)
+    except libvirt.libvirtError as error:
+        raise VirtError(
+            f"cannot delete snapshot {name} of {domain.name()!r}: {_message(error)}"
+        ) from None
+
+
+def revert_to_snapshot(domain: Any, name: str) -> None:
+    """Revert to ``name`` and leave the domain running (as it was when taken)."""
+    libvirt = _libvirt()
+    try:
+        snapshot = domain.snapshotLookupByName(name, 0)
+        domain.revertToSnapshot(snapshot, libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING)
+    except libvirt.libvirtError as error:
+        raise VirtError(
+            f"cannot revert {domain.name()!r} to snapshot {name}: {_message(error)}"
+        ) from None

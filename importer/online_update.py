@@ -56,7 +56,7 @@ from importer.package_managers import find_puddle_repo_files_command, plan_updat
 from importer.smoke import first_failure, run_smoke_commands
 from importer.store_reader import StoreReader
 from importer.version_diff import VersionDiff, diff_versions
-from undercloud_appliance.errors import ApplianceError, NotFoundError, VirtError
+from undercloud_appliance.errors import ApplianceError, NotFoundError
 from undercloud_appliance.manifest import (
     MANIFEST_NAME,
     parse_manifest,
@@ -410,78 +410,49 @@ def record_state(
 
 
 def take_snapshot(domain: Any, record: Mapping[str, Any], reason: str) -> str:
-    """An internal snapshot (disk and memory) of the running domain; returns its name."""
-    libvirt = libvirt_domain._libvirt()
+    """Snapshot the running domain before a change; returns the snapshot's name.
+
+    The description carries the release and puddle it holds, so a revert
+    (automatic or ``rollback``) can restore the record too.
+    """
     name = f"{SNAPSHOT_PREFIX}{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     description = json.dumps(
         {"reason": reason, "release": record.get("release"), "puddle": record.get("puddle")}
     )
-    xml = (
-        "<domainsnapshot>"
-        f"<name>{name}</name>"
-        f"<description>{_escape(description)}</description>"
-        "</domainsnapshot>"
-    )
-    try:
-        domain.snapshotCreateXML(xml, 0)
-    except libvirt.libvirtError as error:
-        raise VirtError(f"cannot snapshot {domain.name()!r}: {_message(error)}") from None
-    prune_snapshots(domain)
+    libvirt_domain.create_snapshot(domain, name, description)
+    for old in list_snapshots(domain)[:-SNAPSHOTS_KEPT]:
+        libvirt_domain.delete_snapshot(domain, old["name"])
+        log.info("deleted old snapshot %s", old["name"])
     return name
-
-
-def _escape(text: str) -> str:
-    from xml.sax.saxutils import escape
-
-    return escape(text)
-
-
-def _message(error: Any) -> str:
-    return str(error.get_error_message() or error).strip()
 
 
 def list_snapshots(domain: Any) -> list[dict[str, Any]]:
     """This tool's snapshots of ``domain``, oldest first."""
-    import xml.etree.ElementTree as ElementTree
-
     snapshots = []
-    for snapshot in domain.listAllSnapshots(0):
-        root = ElementTree.fromstring(snapshot.getXMLDesc(0))
-        name = root.findtext("name") or snapshot.getName()
-        if not name.startswith(SNAPSHOT_PREFIX):
+    for snapshot in libvirt_domain.list_snapshots(domain):
+        if not snapshot.name.startswith(SNAPSHOT_PREFIX):
             continue
         try:
-            description = json.loads(root.findtext("description") or "{}")
+            description = json.loads(snapshot.description or "{}")
         except ValueError:
+            description = {}
+        if not isinstance(description, dict):
             description = {}
         snapshots.append(
             {
-                "name": name,
-                "created": int(root.findtext("creationTime") or 0),
+                "name": snapshot.name,
+                "created": snapshot.created,
                 "reason": description.get("reason"),
                 "release": description.get("release"),
                 "puddle": description.get("puddle"),
             }
         )
-    return sorted(snapshots, key=lambda s: (s["created"], s["name"]))
-
-
-def prune_snapshots(domain: Any, keep: int = SNAPSHOTS_KEPT) -> None:
-    for old in list_snapshots(domain)[:-keep]:
-        domain.snapshotLookupByName(old["name"], 0).delete(0)
-        log.info("deleted old snapshot %s", old["name"])
+    return snapshots
 
 
 def revert_to_snapshot(domain: Any, name: str, ssh_config: Path) -> None:
     """Revert the domain (running again afterwards), sync its clock, wait for ssh."""
-    libvirt = libvirt_domain._libvirt()
-    try:
-        snapshot = domain.snapshotLookupByName(name, 0)
-        domain.revertToSnapshot(snapshot, libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING)
-    except libvirt.libvirtError as error:
-        raise VirtError(
-            f"cannot revert {domain.name()!r} to snapshot {name}: {_message(error)}"
-        ) from None
+    libvirt_domain.revert_to_snapshot(domain, name)
     wait_for_ssh(
         ssh_config,
         domain.name(),
