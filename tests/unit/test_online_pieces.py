@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from importer.online_update import guest_url
 from importer.smoke import first_failure
 from publish.promotion import smoke_problem
 from tests.conftest import run_cli
+from tests.support.puddles import serve_directory
 from undercloud_appliance.errors import NetworkError, NotFoundError
 from undercloud_appliance.puddles import check_repo_exists
 
@@ -45,20 +44,8 @@ def test_first_failure_names_the_command_and_its_last_line() -> None:
 def served(tmp_path: Path) -> Iterator[str]:
     (tmp_path / "2026-11-21.1").mkdir()
     (tmp_path / "2026-11-21.1" / "Release").write_text("Origin: test\n")
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, directory=str(tmp_path), **kwargs)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_directory(tmp_path) as url:
+        yield url
 
 
 def test_check_repo_exists_against_a_real_server(served: str, tmp_path: Path) -> None:
