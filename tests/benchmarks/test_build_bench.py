@@ -4,7 +4,9 @@
   manifest) vs a bare ``disk-image-create -t qcow2`` of the same elements
   and block-device layout (DIB compresses qcow2 itself).  Goal <= 1.05x.
 - warm vs cold: our build with the DIB cache filled vs with an empty one.
-  Goal <= 0.5x.
+  Goal <= 0.5x.  On a fresh CI host the run's shared build (``appliance_build``)
+  started from an empty cache: its step timings are the cold run, which saves
+  a whole extra build; elsewhere the benchmark makes a cold build itself.
 
 Our builds here skip the bake stage (``bake=False``, ``--no-bake``): booting
 the image to configure the undercloud is work a bare DIB build does not do
@@ -27,7 +29,10 @@ from builders import dib
 from builders.appliance_data import write_appliance_data
 from builders.build import APPLIANCE_ELEMENTS, build, cache_root
 from builders.profiles import load_profile
-from tests.conftest import TEST_PROFILE
+from tests.conftest import TEST_PROFILE, appliance_build_was_cold
+from undercloud_appliance.manifest import read_manifest
+
+BAKE_STEPS = frozenset({"bake-in-booted-image", "seal-after-bake"})
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.slow]
 
@@ -50,7 +55,7 @@ def bare_dib_build(work: Path) -> None:
         user=data["image"]["user"],
     )
     env = dib.dib_environment(data["distro"], work / "data", cache_root() / "build", {})
-    elements = [data["distro"]["base_element"], *APPLIANCE_ELEMENTS]
+    elements = [data["distro"]["base_element"], *APPLIANCE_ELEMENTS, *data["elements"]]
     command = dib.dib_command(elements, work / "bare")
     command[command.index("raw")] = "qcow2"
     dib.run_dib(command, env, work / "bare.log")
@@ -65,14 +70,22 @@ def test_build_overhead_and_cache(
     ours_warm = timed(build, TEST_PROFILE, output=tmp_path / "warm", bake=False)
     shutil.rmtree(tmp_path / "warm")
 
-    monkeypatch.setenv("UNDERCLOUD_APPLIANCE_CACHE", str(tmp_path / "empty-cache"))
-    ours_cold = timed(build, TEST_PROFILE, output=tmp_path / "cold", bake=False)
-    shutil.rmtree(tmp_path / "empty-cache", ignore_errors=True)
+    if appliance_build_was_cold(appliance_build):
+        # This run's shared build started from an empty DIB cache (a fresh CI
+        # host): its own step timings, bake steps left out, are the cold run.
+        timings = read_manifest(appliance_build)["timings"]
+        ours_cold = sum(v for k, v in timings.items() if k not in BAKE_STEPS)
+        cold_source = "this run's shared build, bake steps left out"
+    else:
+        monkeypatch.setenv("UNDERCLOUD_APPLIANCE_CACHE", str(tmp_path / "empty-cache"))
+        ours_cold = timed(build, TEST_PROFILE, output=tmp_path / "cold", bake=False)
+        shutil.rmtree(tmp_path / "empty-cache", ignore_errors=True)
+        assert os.path.exists(tmp_path / "cold" / "manifest.json")
+        cold_source = "a no-bake build with an empty cache"
 
     print()
     print(f"bare disk-image-create (warm cache): {bare:7.1f}s")
     print(f"our build, no bake (warm cache):     {ours_warm:7.1f}s")
-    print(f"our build, no bake (cold cache):     {ours_cold:7.1f}s")
+    print(f"our build, no bake (cold cache):     {ours_cold:7.1f}s  ({cold_source})")
     print(f"overhead ratio ours/bare: {ours_warm / bare:.2f}x (goal <= 1.05x)")
     print(f"warm/cold ratio:          {ours_warm / ours_cold:.2f}x (goal <= 0.50x)")
-    assert os.path.exists(tmp_path / "cold" / "manifest.json")
