@@ -317,6 +317,11 @@ def read_record(state_dir: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
+def write_record(state_dir: Path, record: dict[str, Any]) -> None:
+    """Replace the appliance's ``import.json`` atomically."""
+    write_file_atomically(state_dir / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode())
+
+
 def recorded_ssh_key(state_dir: Path) -> SshKey | None:
     """The key the appliance was imported with (maybe a --ssh-key given then)."""
     private = read_record(state_dir).get("ssh_key")
@@ -448,9 +453,7 @@ def run_import(options: ImportOptions) -> ImportResult:
             undo_fresh_import(context)
             raise
     record = import_record(context, timings)
-    write_file_atomically(
-        context.state_dir / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode()
-    )
+    write_record(context.state_dir, record)
     assert context.ssh_config is not None and context.inventory is not None
     return ImportResult(
         options.name,
@@ -474,10 +477,7 @@ def smoke_test_import(result: ImportResult) -> str | None:
         verdict = "ok" if smoke["returncode"] == 0 else f"FAILED (exit {smoke['returncode']})"
         print(f"smoke: {smoke['command']}: {verdict} ({smoke['seconds']:.1f}s)")
     result.record["smoke"] = results
-    state_dir = Path(result.record["overlay"]).parent
-    write_file_atomically(
-        state_dir / RECORD_NAME, (json.dumps(result.record, indent=2) + "\n").encode()
-    )
+    write_record(state_dir_for(result.name), result.record)
     return first_failure(results)
 
 

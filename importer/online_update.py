@@ -41,7 +41,7 @@ from typing import Any
 from importer import libvirt_domain, puddle_history
 from importer.fetch import resolve_build_id
 from importer.handoff import SSH_CONFIG_NAME, ssh_command, wait_for_ssh
-from importer.imports import RECORD_NAME, read_record, state_dir_for
+from importer.imports import RECORD_NAME, read_record, state_dir_for, write_record
 from importer.offline_update import (
     GUEST_LOG_DIR,
     OUTPUT_TAIL_LINES,
@@ -400,9 +400,7 @@ def record_state(
     record["release"] = release
     record["puddle"] = puddle
     record.setdefault("changes", []).append(history_entry)
-    write_file_atomically(
-        change.state_dir / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode()
-    )
+    write_record(change.state_dir, record)
     metadata = dict(change.metadata)
     metadata.update({"release": release, "puddle": puddle or ""})
     libvirt_domain.write_metadata(change.domain, metadata)
