@@ -31,7 +31,7 @@ from undercloud_appliance.manifest import read_manifest
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.slow]
 
-NAME = "ua-update-bench"
+NAME = f"ua-update-bench-{os.getpid()}"
 TIMEOUT = 30 * 60
 
 

@@ -57,7 +57,9 @@ def test_import_ssh_status_reimport_replace_destroy(
         "UNDERCLOUD_APPLIANCE_STATE": str(tmp_path / "state"),
     }
     disk_gib = manifest["image"]["virtual_size"] // GIB + 2
-    name = "undercloud"
+    # Never the default name: a host that ran scripts/main-job keeps its
+    # appliance "undercloud" running, and tests must not touch it.
+    name = f"ua-import-{os.getpid()}"
     assert libvirt_domain.lookup(libvirt_domain.connect(uri), name) is None, (
         f"a domain named {name!r} already exists on this host"
     )
@@ -65,6 +67,8 @@ def test_import_ssh_status_reimport_replace_destroy(
     with NginxServer(tmp_path / "store") as nginx:
         common = [
             nginx.url,
+            "--name",
+            name,
             "--release",
             release,
             "--connect",
@@ -87,7 +91,7 @@ def test_import_ssh_status_reimport_replace_destroy(
                 timeout=IMPORT_TIMEOUT,
             )
             print(imported.stdout, imported.stderr[-3000:])
-            assert imported.stdout.splitlines()[-1] == "ssh -F ssh.config undercloud"
+            assert imported.stdout.splitlines()[-1] == f"ssh -F ssh.config {name}"
             # The importer runs the build's smoke commands and reports each.
             smoke_commands = manifest["profile"]["resolved"]["undercloud"]["smoke_commands"]
             for command in smoke_commands:

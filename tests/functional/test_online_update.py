@@ -51,7 +51,8 @@ from undercloud_appliance.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 
-NAME = "undercloud-upd"
+# Unique per run: never a name a user (or scripts/main-job) may have imported.
+NAME = f"ua-online-{os.getpid()}"
 NEXT_RELEASE = "debian-ci-next"
 NEXT_PUDDLE = "2026-11-23.1"
 UPGRADE_MARKER = "/etc/undercloud-appliance/upgraded-by-test"
@@ -243,7 +244,7 @@ def test_broken_puddle_is_reverted_automatically(
     assert failed_p3.returncode == 9
     message = failed_p3.stderr.strip().splitlines()[-1]
     assert message.startswith("undercloud-appliance: error: puddle 2026-11-22.1:")
-    assert HOOK_PACKAGE in message and "reverted undercloud-upd to snapshot" in message
+    assert HOOK_PACKAGE in message and f"reverted {NAME} to snapshot" in message
     assert appliance.probe_version() == "2.0"
     last = appliance.history()[-1]
     assert (last["puddle_id"], last["result"]) == (P3_BROKEN, "failed")
