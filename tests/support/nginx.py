@@ -20,29 +20,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 
 import pytest
+
+from tests.support.child_server import ChildServer, free_tcp_port
+
+__all__ = ["NginxServer", "free_tcp_port", "nginx_server"]
 
 NGINX_BINARY = "/usr/sbin/nginx"
 DAV_EXT_MODULE = Path("/usr/lib/nginx/modules/ngx_http_dav_ext_module.so")
 
 
-def free_tcp_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class NginxServer:
+class NginxServer(ChildServer):
     """nginx serving ``root`` at ``http://127.0.0.1:<port>/``."""
+
+    program = "nginx"
 
     def __init__(
         self,
@@ -51,14 +45,12 @@ class NginxServer:
         auth: tuple[str, str] | None = None,
         dav_lock_timeout: int = 60,
     ) -> None:
+        super().__init__()
         self.root = Path(root).resolve()
         self.dav = dav
         self.auth = auth
         # dav-ext decides how long a WebDAV LOCK lives, whatever clients ask.
         self.dav_lock_timeout = dav_lock_timeout
-        self.port = 0
-        self._workdir: Path | None = None
-        self._process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -69,77 +61,22 @@ class NginxServer:
 
     @property
     def error_log(self) -> Path:
-        assert self._workdir is not None
-        return self._workdir / "error.log"
+        return self.workdir / "error.log"
 
     def start(self) -> NginxServer:
-        if self._process is not None:
-            return self
         if shutil.which(NGINX_BINARY) is None:
             pytest.skip("nginx is not installed (scripts/host-packages.txt: nginx-light)")
         if self.dav and not DAV_EXT_MODULE.exists():
             pytest.skip("libnginx-mod-http-dav-ext is not installed")
-        self._workdir = Path(tempfile.mkdtemp(prefix="test-nginx-"))
-        # A port can be taken between choosing and binding it: retry a few times.
-        for _attempt in range(5):
-            self.port = free_tcp_port()
-            config = self._workdir / "nginx.conf"
-            config.write_text(self._render_config())
-            self._process = subprocess.Popen(
-                [NGINX_BINARY, "-c", str(config), "-p", str(self._workdir), "-e", "stderr"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=(self._workdir / "stderr.log").open("wb"),
-            )
-            if self._wait_until_listening():
-                return self
-            self._process.kill()
-            self._process.wait()
-            self._process = None
-        log = (self._workdir / "stderr.log").read_text(errors="replace")
-        raise RuntimeError(f"nginx did not start on 127.0.0.1:\n{log}")
+        return super().start()
 
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-        self.port = 0
-
-    def __enter__(self) -> NginxServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _wait_until_listening(self, timeout: float = 10.0) -> bool:
-        assert self._process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return True
-            except OSError:
-                time.sleep(0.05)
-        return False
+    def _configure(self, workdir: Path) -> list[str]:
+        config = workdir / "nginx.conf"
+        config.write_text(self._render_config())
+        return [NGINX_BINARY, "-c", str(config), "-p", str(workdir), "-e", "stderr"]
 
     def _render_config(self) -> str:
-        assert self._workdir is not None
-        workdir = self._workdir
+        workdir = self.workdir
         load_module = f"load_module {DAV_EXT_MODULE};" if self.dav else ""
         lock_zone = (
             f"dav_ext_lock_zone zone=test_dav_locks:1m timeout={self.dav_lock_timeout}s;"

@@ -16,33 +16,25 @@ import getpass
 import os
 import shutil
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
-from tests.support.nginx import free_tcp_port
+from tests.support.child_server import ChildServer
 
 SSHD_BINARY = "/usr/sbin/sshd"
 
 
-class SshServer:
+class SshServer(ChildServer):
     """sshd accepting the generated client key for the current user."""
 
-    def __init__(self) -> None:
-        self.port = 0
-        self.user = getpass.getuser()
-        self._workdir: Path | None = None
-        self._process: subprocess.Popen | None = None
+    program = "sshd"
+    stderr_log = "sshd.log"
 
-    @property
-    def workdir(self) -> Path:
-        if self._workdir is None:
-            raise RuntimeError("sshd is not running")
-        return self._workdir
+    def __init__(self) -> None:
+        super().__init__()
+        self.user = getpass.getuser()
 
     @property
     def ssh_config(self) -> Path:
@@ -58,63 +50,29 @@ class SshServer:
         return f"ssh://{self.user}@127.0.0.1:{self.port}{Path(path).resolve()}"
 
     def start(self) -> SshServer:
-        if self._process is not None:
-            return self
         if os.geteuid() != 0:
             pytest.skip("the test sshd needs root")
         if shutil.which(SSHD_BINARY) is None or shutil.which("ssh") is None:
             pytest.skip("openssh-server/openssh-client are not installed")
         # sshd refuses to start without its privilege separation directory.
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        self._workdir = Path(tempfile.mkdtemp(prefix="test-sshd-"))
-        workdir = self._workdir
+        return super().start()
+
+    def _prepare(self, workdir: Path) -> None:
         for key in ("host_key", "client_key"):
             subprocess.run(
                 ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / key)],
                 check=True,
             )
         (workdir / "authorized_keys").write_text((workdir / "client_key.pub").read_text())
-        for _attempt in range(5):
-            self.port = free_tcp_port()
-            self._write_configs()
-            self._process = subprocess.Popen(
-                [SSHD_BINARY, "-D", "-e", "-f", str(workdir / "sshd_config")],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=(workdir / "sshd.log").open("wb"),
-            )
-            if self._wait_until_accepting():
-                return self
-            self._process.kill()
-            self._process.wait()
-            self._process = None
-        log = (workdir / "sshd.log").read_text(errors="replace")
-        raise RuntimeError(f"sshd did not start on 127.0.0.1:\n{log}")
 
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-        self.port = 0
+    def _configure(self, workdir: Path) -> list[str]:
+        self._write_configs()
+        return [SSHD_BINARY, "-D", "-e", "-f", str(workdir / "sshd_config")]
 
-    def __enter__(self) -> SshServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _ready(self) -> bool:
+        # Accepting TCP is not enough: a login must get through.
+        return self.run("true").returncode == 0
 
     def run(self, command: str) -> subprocess.CompletedProcess:
         """Run ``command`` through this server, as the tool would."""
@@ -160,17 +118,6 @@ Host *
     LogLevel ERROR
 """
         )
-
-    def _wait_until_accepting(self, timeout: float = 10.0) -> bool:
-        assert self._process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return False
-            if self.run("true").returncode == 0:
-                return True
-            time.sleep(0.1)
-        return False
 
 
 @pytest.fixture(scope="session")
