@@ -56,6 +56,23 @@ class FetchedImage:
     resumed_from: int
     from_cache: bool
 
+    @classmethod
+    def cached(
+        cls, cache: ImageCache, release: str, build_id: str, sha256: str, manifest: dict[str, Any]
+    ) -> FetchedImage:
+        """A build already in ``cache``: nothing transferred."""
+        return cls(
+            release,
+            build_id,
+            sha256,
+            cache.image_path(sha256),
+            manifest,
+            cache.manifest_path(sha256),
+            transferred_bytes=0,
+            resumed_from=0,
+            from_cache=True,
+        )
+
     @property
     def puddle_id(self) -> str | None:
         puddle = self.manifest.get("puddle") or {}
@@ -119,17 +136,7 @@ def _cached_build(cache: ImageCache, release: str, build_id: str) -> FetchedImag
         manifest = read_manifest(cache.manifest_path(sha256))
     except ApplianceError:
         return None
-    return FetchedImage(
-        release,
-        build_id,
-        sha256,
-        cache.image_path(sha256),
-        manifest,
-        cache.manifest_path(sha256),
-        transferred_bytes=0,
-        resumed_from=0,
-        from_cache=True,
-    )
+    return FetchedImage.cached(cache, release, build_id, sha256, manifest)
 
 
 def fetch_image(
@@ -184,17 +191,7 @@ def fetch_image(
         if cache.has_image(sha256, expected_size):
             log.info("build %s is cached: %s", build_id, cache.image_path(sha256))
             cache.remember_build(release, build_id, sha256)
-            return FetchedImage(
-                release,
-                build_id,
-                sha256,
-                cache.image_path(sha256),
-                manifest,
-                cache.manifest_path(sha256),
-                transferred_bytes=0,
-                resumed_from=0,
-                from_cache=True,
-            )
+            return FetchedImage.cached(cache, release, build_id, sha256, manifest)
         result = download_image(store, f"{build_dir}/{IMAGE_NAME}", cache, sha256, expected_size)
         image_path = cache.commit_partial(sha256, manifest_text)
         cache.remember_build(release, build_id, sha256)
