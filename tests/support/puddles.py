@@ -56,6 +56,8 @@ PUDDLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 class TestPackage:
     """One tiny Debian package; ``postinst_exit`` != 0 makes it fail to configure."""
 
+    __test__ = False  # a test fixture's data, not a test class for pytest to collect
+
     name: str
     version: str
     depends: tuple[str, ...] = ()
