@@ -149,7 +149,7 @@ def test_libvirtd_not_reachable(fake_store, env, tmp_path: Path) -> None:
 
 def test_name_used_by_a_foreign_domain(libvirt_uri, fake_store, env, tmp_path: Path) -> None:
     url, release, _a, _b = fake_store
-    name = f"foreign-{os.getpid()}"
+    name = f"ua-foreign-{os.getpid()}"
     connection = libvirt_domain.connect(libvirt_uri)
     foreign = connection.defineXML(
         f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
