@@ -70,12 +70,11 @@ class ChildServer:
         for _attempt in range(self.start_attempts):
             self.port = free_tcp_port()
             command = self._configure(self._workdir)
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=(self._workdir / self.stderr_log).open("wb"),
-            )
+            # The child keeps its own copy of the log's descriptor.
+            with (self._workdir / self.stderr_log).open("wb") as stderr:
+                self._process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+                )
             if self._wait_until_ready():
                 return self
             self._process.kill()
