@@ -24,6 +24,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_PROFILE = "debian-ci"
 
 
+def appliance_name_for_test(purpose: str) -> str:
+    """The libvirt name of an appliance a test imports: ``ua-PURPOSE-PID``.
+
+    Never a name a user may have imported (``scripts/main-job`` keeps its
+    ``undercloud`` defined), and unique per test run.
+    """
+    return f"ua-{purpose}-{os.getpid()}"
+
+
 def run_cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run ``undercloud-appliance ARGS`` as a user would, capturing output."""
     kwargs.setdefault("capture_output", True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import appliance_name_for_test, run_cli
 from tests.support.fake_build import fake_manifest, new_build_id
 from tests.support.libvirtd import running_libvirtd
 from tests.support.store_tree import lay_out_build
@@ -86,7 +86,7 @@ def test_import_from_cache_ours_vs_guest_boot(appliance_build: Path, tmp_path: P
                 ).stdout
             )
             for attempt in ("first (makes layer)", "again (layer reused)"):
-                name = f"ua-bench-{os.getpid()}"
+                name = appliance_name_for_test("bench")
                 try:
                     run_cli(
                         "-q",

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import appliance_name_for_test, run_cli
 from tests.support.libvirtd import running_libvirtd
 from tests.support.puddles import P2, PuddleSite
 from undercloud_appliance.manifest import read_manifest
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.slow]
 
-NAME = f"ua-update-bench-{os.getpid()}"
+NAME = appliance_name_for_test("update-bench")
 TIMEOUT = 30 * 60
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from importer import libvirt_domain
-from tests.conftest import run_cli
+from tests.conftest import appliance_name_for_test, run_cli
 from tests.support.libvirtd import active_default_network, running_libvirtd
 from tests.support.nginx import NginxServer
 from tests.support.store_tree import lay_out_build
@@ -57,9 +57,7 @@ def test_import_ssh_status_reimport_replace_destroy(
         "UNDERCLOUD_APPLIANCE_STATE": str(tmp_path / "state"),
     }
     disk_gib = manifest["image"]["virtual_size"] // GIB + 2
-    # Never the default name: a host that ran scripts/main-job keeps its
-    # appliance "undercloud" running, and tests must not touch it.
-    name = f"ua-import-{os.getpid()}"
+    name = appliance_name_for_test("import")
     assert libvirt_domain.lookup(libvirt_domain.connect(uri), name) is None, (
         f"a domain named {name!r} already exists on this host"
     )

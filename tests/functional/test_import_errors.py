@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from importer import libvirt_domain
-from tests.conftest import run_cli
+from tests.conftest import appliance_name_for_test, run_cli
 from tests.support.fake_build import make_fake_build
 from tests.support.libvirtd import running_libvirtd
 from tests.support.store_tree import lay_out_build
@@ -149,7 +149,7 @@ def test_libvirtd_not_reachable(fake_store, env, tmp_path: Path) -> None:
 
 def test_name_used_by_a_foreign_domain(libvirt_uri, fake_store, env, tmp_path: Path) -> None:
     url, release, _a, _b = fake_store
-    name = f"ua-foreign-{os.getpid()}"
+    name = appliance_name_for_test("foreign")
     connection = libvirt_domain.connect(libvirt_uri)
     foreign = connection.defineXML(
         f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
@@ -185,7 +185,7 @@ def test_other_build_needs_replace_and_destroy_removes_it(
 ) -> None:
     """An appliance of build A exists (defined, not booted); importing B is refused."""
     url, release, build_a, build_b = fake_store
-    name = f"ua-replace-{os.getpid()}"
+    name = appliance_name_for_test("replace")
     state_dir = Path(env["UNDERCLOUD_APPLIANCE_STATE"]) / name
     state_dir.mkdir(parents=True)
     (state_dir / "import.json").write_text(json.dumps({"build_id": build_a, "release": release}))
@@ -244,7 +244,7 @@ def test_failed_customisation_leaves_nothing_behind(
 ) -> None:
     """The fake image holds no OS: libguestfs fails after the overlay exists."""
     url, release, _a, _b = fake_store
-    name = f"ua-broken-{os.getpid()}"
+    name = appliance_name_for_test("broken")
     result = run_cli(
         "import",
         url,

@@ -33,7 +33,7 @@ import pytest
 
 from importer import libvirt_domain
 from importer.offline_update import OfflineUpdateResult
-from tests.conftest import run_cli
+from tests.conftest import appliance_name_for_test, run_cli
 from tests.support.fake_build import make_fake_build
 from tests.support.libvirtd import running_libvirtd
 from tests.support.puddles import (
@@ -51,8 +51,7 @@ from undercloud_appliance.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 
-# Unique per run: never a name a user (or scripts/main-job) may have imported.
-NAME = f"ua-online-{os.getpid()}"
+NAME = appliance_name_for_test("online")
 NEXT_RELEASE = "debian-ci-next"
 NEXT_PUDDLE = "2026-11-23.1"
 UPGRADE_MARKER = "/etc/undercloud-appliance/upgraded-by-test"
