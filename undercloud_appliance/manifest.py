@@ -7,8 +7,10 @@ its only reader and writer.  A manifest is plain JSON so that shell tools
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,12 @@ REQUIRED_IMAGE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "file_size": int,
     "sha256": str,
 }
+
+
+def new_build_id(now: datetime.datetime | None = None) -> str:
+    """A fresh ``YYYYMMDDTHHMMSSZ-xxxxxx`` build id (docs/manifest-format.rst)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 class ManifestError(ApplianceError):
