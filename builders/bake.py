@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tenacity
-
 from builders.qemu_boot import BootedGuest, booted
 from undercloud_appliance.errors import BuildError
+from undercloud_appliance.retry_policies import poll_until
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +39,10 @@ def make_bake_key(directory: Path) -> tuple[Path, str]:
         check=True,
     )  # fmt: skip
     return key, key.with_suffix(".pub").read_text()
+
+
+class SshNotReady(Exception):
+    """ssh into the booted guest did not succeed (yet): the exit status."""
 
 
 @dataclass
@@ -84,17 +87,17 @@ class GuestShell:
         return returncode, output, seconds
 
     def wait_until_ready(self, timeout: float = 300) -> None:
-        @tenacity.retry(
-            stop=tenacity.stop_after_delay(timeout),
-            wait=tenacity.wait_fixed(3),
-            retry=tenacity.retry_if_result(lambda code: code != 0),
-            retry_error_callback=lambda state: state.outcome.result(),
-        )
-        def probe() -> int:
-            return self.run("true", timeout=30)[0]
+        def probe() -> None:
+            returncode = self.run("true", timeout=30)[0]
+            if returncode != 0:
+                raise SshNotReady(returncode)
 
-        if probe() != 0:
-            raise BuildError(f"bake: ssh as {self.user} never succeeded within {timeout:.0f}s")
+        try:
+            poll_until(timeout, SshNotReady, interval=3)(probe)
+        except SshNotReady:
+            raise BuildError(
+                f"bake: ssh as {self.user} never succeeded within {timeout:.0f}s"
+            ) from None
 
 
 @dataclass

@@ -8,11 +8,8 @@ is kept, next to where the output would have been.
 
 from __future__ import annotations
 
-import datetime
-import hashlib
 import logging
 import os
-import secrets
 import shutil
 import tempfile
 import time
@@ -23,20 +20,20 @@ from typing import Any
 from builders import dib
 from builders.appliance_data import write_appliance_data
 from builders.bake import bake, make_bake_key
-from builders.disk import (
-    DiskFacts,
-    convert_to_qcow2,
-    finish_disk,
-    place_filesystem_on_disk,
-    qcow2_virtual_size,
-    seal_disk,
-)
+from builders.disk import DiskFacts, finish_disk, place_filesystem_on_disk, seal_disk
 from builders.profiles import Profile, load_profile, validate_profile_statically
 from undercloud_appliance.errors import ApplianceError, BuildError
-from undercloud_appliance.manifest import FORMAT_NAME, FORMAT_VERSION, write_manifest
+from undercloud_appliance.manifest import (
+    Manifest,
+    ManifestImage,
+    file_sha256,
+    new_build_id,
+    puddle_section,
+)
 from undercloud_appliance.puddles import render_repos, resolve_puddle
+from undercloud_appliance.qcow2 import convert_to_qcow2
 from undercloud_appliance.steps import StepRunner
-from undercloud_appliance.store_layout import IMAGE_NAME
+from undercloud_appliance.store_layout import IMAGE_NAME, MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +50,6 @@ APPLIANCE_ELEMENTS = (
 
 def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "undercloud-appliance")
-
-
-def new_build_id(now: datetime.datetime | None = None) -> str:
-    now = now or datetime.datetime.now(datetime.UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 @dataclass
@@ -204,17 +196,18 @@ def step_seal_after_bake(context: BuildContext) -> None:
 
 
 def step_compress_image(context: BuildContext) -> None:
+    compression = context.profile.data["image"]["compression"]
     convert_to_qcow2(
         context.work / "disk.raw",
         context.work / IMAGE_NAME,
-        context.profile.data["image"]["compression"],
+        source_format="raw",
+        compress=compression != "none",
+        compression_type=compression,
+        progress_label="qemu-img convert",
+        error_type=BuildError,
     )
     (context.work / "disk.raw").unlink()
-    digest = hashlib.sha256()
-    with (context.work / IMAGE_NAME).open("rb") as handle:
-        while chunk := handle.read(4 * 2**20):
-            digest.update(chunk)
-    context.image_sha256 = digest.hexdigest()
+    context.image_sha256 = file_sha256(context.work / IMAGE_NAME)
 
 
 BUILD_STEPS = (
@@ -230,55 +223,47 @@ BUILD_STEPS = (
 )
 
 
-def manifest_for(context: BuildContext, timings: dict[str, float]) -> dict[str, Any]:
+def manifest_for(context: BuildContext, timings: dict[str, float]) -> Manifest:
     data = context.profile.data
-    image = context.work / IMAGE_NAME
     assert context.facts is not None
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "build_id": context.build_id,
-        "release": context.profile.name,
-        "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "profile": {
+    compression = data["image"]["compression"]
+    return Manifest(
+        build_id=context.build_id,
+        release=context.profile.name,
+        profile={
             "name": context.profile.name,
             "file": str(context.profile.file),
             "resolved": data,
             "origins": context.profile.origins,
         },
-        "distro": {
+        distro={
             "family": data["distro"]["family"],
             "release": data["distro"]["release"],
             "os": context.facts.os,
         },
-        "puddle": {
-            "id": context.puddle_id,
-            "requested": context.requested_puddle,
-            "package_manager": data["puddle"]["package_manager"],
-            "base_url": context.puddle.get("base_url", ""),
-            "repos": context.repos,
-        },
-        "dib": {
+        puddle=puddle_section(
+            puddle_id=context.puddle_id,
+            requested=context.requested_puddle,
+            package_manager=data["puddle"]["package_manager"],
+            base_url=context.puddle.get("base_url", ""),
+            repos=context.repos,
+        ),
+        dib={
             "version": dib.dib_version(),
             "elements": context.elements,
             "image_types": ["raw"],
         },
-        "image": {
-            "filename": IMAGE_NAME,
-            "format": "qcow2",
-            "virtual_size": qcow2_virtual_size(image),
-            "file_size": image.stat().st_size,
-            "sha256": context.image_sha256,
-            "compression": None
-            if data["image"]["compression"] == "none"
-            else data["image"]["compression"],
-        },
-        "packages": dict(sorted(context.facts.packages.items())),
-        "undercloud_packages": list(data["undercloud"]["packages"]),
-        "timings": timings,
-        "smoke": context.smoke,
-        "promotions": [],
-    }
+        image=ManifestImage.of_file(
+            context.work / IMAGE_NAME,
+            compression=None if compression == "none" else compression,
+            sha256=context.image_sha256,
+            error_type=BuildError,
+        ),
+        packages=context.facts.packages,
+        undercloud_packages=list(data["undercloud"]["packages"]),
+        timings=timings,
+        smoke=context.smoke,
+    )
 
 
 def build(
@@ -303,7 +288,7 @@ def build(
     try:
         context.build_log.write_text(f"build {context.build_id} of {profile.name}\n")
         timings = StepRunner(BUILD_STEPS).run(context).as_dict()
-        write_manifest(context.work / "manifest.json", manifest_for(context, timings))
+        manifest_for(context, timings).write(context.work / MANIFEST_NAME)
         for leftover in ("appliance-data", "rootfs.d"):
             shutil.rmtree(context.work / leftover, ignore_errors=True)
         context.work.chmod(0o755)

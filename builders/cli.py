@@ -1,4 +1,4 @@
-"""Subcommands of this package (registered by undercloud_appliance.cli)."""
+"""Subcommands of this package (registered by undercloud_appliance_cli)."""
 
 from __future__ import annotations
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from undercloud_appliance.errors import BuildError
+from undercloud_appliance.guest_packages import installed_package_versions
 from undercloud_appliance.hypervisor import open_guestfs
+from undercloud_appliance.retry_policies import transient_failures
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,27 @@ class DiskFacts:
     packages: dict[str, str] = field(default_factory=dict)
 
 
+class GrubDiskNotSeen(RuntimeError):
+    """grub-install found no partition table on /dev/sda (seen once under load).
+
+    A RuntimeError like every libguestfs failure, so finish_disk reports it the same way.
+    """
+
+
+def _install_grub(handle: Any, command: list[str]) -> None:
+    # Once, on a loaded 2-core host, grub-install in the libguestfs appliance saw
+    # /dev/sda without its MBR ("ext2 doesn't support embedding ... cross-disk
+    # install") and the same disk installed fine on the next build; more
+    # tries after a flush cover that; any other failure is final.
+    try:
+        handle.command(command)
+    except RuntimeError as error:
+        if "embedding is not possible" not in str(error):
+            raise
+        handle.sync()
+        raise GrubDiskNotSeen(str(error).strip().splitlines()[-1]) from None
+
+
 def _grub_commands(family: str) -> tuple[list[str], list[str]]:
     if family == "debian":
         return ["grub-install", "--target=i386-pc", "/dev/sda"], ["update-grub"]
@@ -96,18 +117,6 @@ def _grub_commands(family: str) -> tuple[list[str], list[str]]:
         ["grub2-install", "--target=i386-pc", "/dev/sda"],
         ["grub2-mkconfig", "-o", "/boot/grub2/grub.cfg"],
     )
-
-
-def _package_versions(handle: Any, root: str) -> dict[str, str]:
-    versions = {}
-    for app in handle.inspect_list_applications2(root):
-        version = app["app2_version"]
-        if app["app2_epoch"]:
-            version = f"{app['app2_epoch']}:{version}"
-        if app["app2_release"]:
-            version = f"{version}-{app['app2_release']}"
-        versions[app["app2_name"]] = version
-    return versions
 
 
 def _bake_key_file(user: str) -> str:
@@ -151,7 +160,7 @@ def seal_disk(disk: Path, *, user: str) -> dict[str, str]:
         handle.launch()
         (root,) = handle.inspect_os()
         handle.mount(root, "/")
-        packages = _package_versions(handle, root)
+        packages = installed_package_versions(handle.inspect_list_applications2(root))
         _seal(handle, user)
         handle.fstrim("/")
         handle.umount_all()
@@ -201,7 +210,7 @@ def finish_disk(
             }
         )
         handle.mount(root, "/")
-        facts.packages = _package_versions(handle, root)
+        facts.packages = installed_package_versions(handle.inspect_list_applications2(root))
         missing = [name for name in required_packages if name not in facts.packages]
         if missing:
             raise BuildError(f"undercloud package(s) missing from the image: {', '.join(missing)}")
@@ -216,7 +225,9 @@ def finish_disk(
             "GRUB_DISABLE_OS_PROBER=true\n",
         )
         install_grub, configure_grub = _grub_commands(family)
-        handle.command(install_grub)
+        transient_failures(GrubDiskNotSeen, attempts=3, what="grub-install")(
+            _install_grub, handle, install_grub
+        )
         handle.command(configure_grub)
 
         handle.write("/etc/hostname", f"{hostname}\n")
@@ -239,34 +250,3 @@ def finish_disk(
     finally:
         handle.close()
     return facts
-
-
-QEMU_PROGRESS = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
-
-
-def convert_to_qcow2(raw: Path, qcow2: Path, compression: str) -> None:
-    """Sparse, optionally compressed qcow2 (qemu-img skips zero blocks)."""
-    command = ["qemu-img", "convert", "-p", "-O", "qcow2"]
-    if compression != "none":
-        command += ["-c", "-o", f"compression_type={compression}"]
-    command += [str(raw), str(qcow2)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=0
-    )
-    assert process.stdout is not None
-    with tqdm(total=100, unit="%", desc="qemu-img convert", leave=False, disable=None) as bar:
-        buffer = ""
-        while chunk := process.stdout.read(64):
-            buffer += chunk
-            matches = QEMU_PROGRESS.findall(buffer)
-            if matches:
-                bar.update(float(matches[-1]) - bar.n)
-                buffer = buffer[-32:]
-    stderr = process.stderr.read() if process.stderr else ""
-    if process.wait() != 0:
-        raise BuildError(f"qemu-img convert failed: {stderr.strip()}")
-
-
-def qcow2_virtual_size(image: Path) -> int:
-    info = json.loads(_run(["qemu-img", "info", "--output=json", str(image)]))
-    return int(info["virtual-size"])

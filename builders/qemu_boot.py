@@ -20,6 +20,7 @@ from pathlib import Path
 
 from undercloud_appliance.errors import BuildError
 from undercloud_appliance.hypervisor import qemu_accel_args
+from undercloud_appliance.retry_policies import poll_until
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,10 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+class GuestNotBooted(Exception):
+    """No login prompt or ssh banner yet."""
 
 
 @dataclass
@@ -57,19 +62,24 @@ class BootedGuest:
     ) -> float:
         """Wait until the guest shows a login prompt and/or an ssh banner."""
         started = time.monotonic()
-        while time.monotonic() - started < timeout:
+
+        def check_booted() -> None:
             if self.process.poll() is not None:
                 raise BuildError(
                     f"qemu exited with {self.process.returncode} before the guest booted "
                     f"(serial log: {self.serial_log})"
                 )
             have_login = not login_prompt or LOGIN_PROMPT in self.serial_output()
-            if have_login and (not ssh or self.ssh_banner().startswith(b"SSH-")):
-                return time.monotonic() - started
-            time.sleep(2)
-        raise BuildError(
-            f"guest did not boot within {timeout:.0f}s (serial log: {self.serial_log})"
-        )
+            if not (have_login and (not ssh or self.ssh_banner().startswith(b"SSH-"))):
+                raise GuestNotBooted
+
+        try:
+            poll_until(timeout, GuestNotBooted, interval=2)(check_booted)
+        except GuestNotBooted:
+            raise BuildError(
+                f"guest did not boot within {timeout:.0f}s (serial log: {self.serial_log})"
+            ) from None
+        return time.monotonic() - started
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@
     <cache>/<sha256>.qcow2              verified image, read-only, never written again
     <cache>/<sha256>.manifest.json      its manifest
     <cache>/<sha256>.partial            a download in progress (never under the final name)
-    <cache>/<sha256>.partial.json       resume state: URL, ETag/Last-Modified, size
+    <cache>/<sha256>.partial.json       resume state: store path, version validator, size
     <cache>/<sha256>.lock               flock: one download of an image at a time
     <cache>/builds/<release>/<build-id> the sha256 of that build
     <cache>/layers/<sha256>-<key>.qcow2 a customised layer over the image (ssh key,

@@ -1,13 +1,21 @@
-"""Subcommands of this package (registered by undercloud_appliance.cli)."""
+"""Subcommands of this package (registered by undercloud_appliance_cli)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from importer.updates.offline import OfflineUpdateResult
+    from importer.updates.online import OnlineUpdateResult
 
 
 def _add_build_selection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("store_url", metavar="STORE_URL", help="file://, http:// or https:// store")
+    parser.add_argument(
+        "store_url", metavar="STORE_URL", help="file://, http(s):// or ssh:// store"
+    )
     parser.add_argument("--release", required=True, help="release profile name, e.g. debian-zed")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--label", help="label to resolve to a build id (default: latest)")
@@ -133,8 +141,6 @@ def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def register_update_commands(subparsers: argparse._SubParsersAction) -> None:
-    from importer.offline_update import add_offline_update_arguments
-
     update = subparsers.add_parser(
         "update",
         help="apply a puddle to a running appliance in place (or --offline to a build)",
@@ -183,15 +189,13 @@ def run_update(args: argparse.Namespace) -> int:
     if args.offline_build_dir is not None:
         if args.name is not None:
             raise ApplianceError("update: give NAME or --offline BUILD_DIR, not both")
-        from importer.offline_update import run_offline_update
-
         return run_offline_update(args)
     if args.name is None:
         raise ApplianceError("update: give an appliance NAME, or --offline BUILD_DIR")
     if args.output is not None or args.install:
         raise ApplianceError("update NAME: --output and --install apply to --offline only")
-    from importer.imports import check_name
-    from importer.online_update import format_online_result, update_online
+    from importer.appliance_state import check_name
+    from importer.updates.online import update_online
 
     result = update_online(
         check_name(args.name), args.puddle, args.connect, puddle_base=args.puddle_base
@@ -201,8 +205,8 @@ def run_update(args: argparse.Namespace) -> int:
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
-    from importer.imports import check_name
-    from importer.online_update import format_online_result, upgrade_online
+    from importer.appliance_state import check_name
+    from importer.updates.online import upgrade_online
     from undercloud_appliance.store_layout import check_release
 
     result = upgrade_online(
@@ -219,14 +223,103 @@ def run_upgrade(args: argparse.Namespace) -> int:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    from importer.imports import check_name
-    from importer.online_update import rollback
+    from importer.appliance_state import check_name
+    from importer.updates.rollback import rollback
 
     chosen = rollback(check_name(args.name), args.connect, args.snapshot)
     print(
-        f"{args.name}: rolled back to snapshot {chosen['name']} "
-        f"(release {chosen['release']}, puddle {chosen['puddle'] or 'none'})"
+        f"{args.name}: rolled back to snapshot {chosen.name} "
+        f"(release {chosen.release}, puddle {chosen.puddle or 'none'})"
     )
+    return 0
+
+
+def format_online_result(result: OnlineUpdateResult, as_json: bool = False) -> str:
+    """What ``update NAME`` and ``upgrade NAME`` print: the change and the version diff."""
+    if as_json:
+        return json.dumps(
+            {
+                "name": result.name,
+                "kind": result.kind,
+                "release": result.release,
+                "puddle_id": result.puddle_id,
+                "previous_puddle_id": result.previous_puddle_id,
+                "snapshot": result.snapshot,
+                "diff": result.diff.as_dict(),
+                "smoke": result.smoke,
+                "timings": result.timings,
+            },
+            indent=2,
+        )
+    verb = "upgraded to " + result.release if result.kind == "upgrade" else "updated"
+    return (
+        f"{result.name}: {verb} to puddle {result.puddle_id} "
+        f"(from {result.previous_puddle_id or 'no puddle'}; snapshot {result.snapshot}; "
+        f"smoke {sum(r['returncode'] == 0 for r in result.smoke)}/{len(result.smoke)} passed)\n"
+        f"{result.diff.as_text()}"
+    ).rstrip("\n")
+
+
+def add_offline_update_arguments(parser: argparse.ArgumentParser) -> None:
+    """``update --offline BUILD_DIR --puddle ID|LABEL [...]`` options."""
+    parser.add_argument(
+        "--offline",
+        dest="offline_build_dir",
+        metavar="BUILD_DIR",
+        type=Path,
+        help="update this build directory's image without booting it (writes a new build)",
+    )
+    parser.add_argument("--puddle", required=True, metavar="ID|LABEL", help="puddle to apply")
+    parser.add_argument(
+        "--puddle-base", metavar="URL", help="puddle base URL (default: the build's)"
+    )
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        type=Path,
+        help="new build directory (default: next to BUILD_DIR, named by the new build id)",
+    )
+    parser.add_argument(
+        "--install",
+        action="append",
+        default=[],
+        metavar="PACKAGE",
+        help="also install this package from the puddle (repeatable)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def format_offline_result(result: OfflineUpdateResult, as_json: bool = False) -> str:
+    """What ``update --offline`` prints: the new build and the version diff."""
+    if as_json:
+        return json.dumps(
+            {
+                "output_dir": str(result.output_dir),
+                "build_id": result.build_id,
+                "puddle_id": result.puddle_id,
+                "previous_puddle_id": result.previous_puddle_id,
+                "diff": result.diff.as_dict(),
+            },
+            indent=2,
+        )
+    return (
+        f"updated to puddle {result.puddle_id} (from {result.previous_puddle_id or 'no puddle'}): "
+        f"new build {result.build_id} in {result.output_dir}\n{result.diff.as_text()}"
+    ).rstrip("\n")
+
+
+def run_offline_update(args: argparse.Namespace) -> int:
+    """Run ``update --offline`` from parsed :func:`add_offline_update_arguments` options."""
+    from importer.updates.offline import offline_update_build
+
+    result = offline_update_build(
+        args.offline_build_dir,
+        args.puddle,
+        puddle_base=args.puddle_base,
+        output_dir=args.output,
+        install_packages=args.install,
+    )
+    print(format_offline_result(result, args.json))
     return 0
 
 
@@ -238,9 +331,8 @@ def _positive(value: int | None, option: str) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from importer.imports import GUEST_BOOT_STEPS, ImportOptions, check_name
+    from importer.appliance_state import check_name
+    from importer.imports import GUEST_BOOT_STEPS, ImportOptions
     from importer.imports import run_import as import_appliance
     from importer.signature import configured_fingerprint
 
@@ -290,7 +382,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_destroy(args: argparse.Namespace) -> int:
-    from importer.imports import destroy
+    from importer.appliance_state import destroy
 
     for removed in destroy(args.name, args.connect):
         print(f"removed {removed}")
@@ -298,7 +390,7 @@ def run_destroy(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from importer.imports import status
+    from importer.appliance_state import status
 
     report = status(args.name, args.connect)
     if args.json:

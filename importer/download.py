@@ -1,14 +1,16 @@
 """Download one image into the cache: streamed, hashed on the way, resumable.
 
-The sha256 is computed while the bytes arrive (a hashing thread fed with
-each chunk; hashlib releases the GIL), so there is no second pass over the
-image.  An interrupted download leaves ``<sha>.partial`` and its resume
-state (URL, ETag, Last-Modified, size) in the cache; the next attempt hashes
-the partial prefix it already has (local disk) and asks for the rest with
-``Range`` + ``If-Range``.  A server whose file changed answers ``200`` with
-the whole new file instead of ``206``, and the download restarts from zero:
-old and new bytes are never mixed.  Transient failures (connection reset,
-timeouts, HTTP 5xx) are retried with tenacity, each retry resuming.  The
+The store backend delivers the bytes (``Store.open_download``: HTTP
+``Range`` + ``If-Range``, ``tail -c +N`` over ssh, a seek in a local
+file); this module keeps them.  The sha256 is computed while the bytes
+arrive (a hashing thread fed with each chunk; hashlib releases the GIL),
+so there is no second pass over the image.  An interrupted download leaves
+``<sha>.partial`` and its resume state (store path, the backend's version
+validator, size) in the cache; the next attempt hashes the partial prefix
+it already has (local disk) and asks the store for the rest.  A store
+whose file changed sends the whole new file instead, and the download
+restarts from zero: old and new bytes are never mixed.  Interrupted
+transfers are retried (``transient_failures``), each retry resuming.  The
 partial is renamed to ``<sha>.qcow2`` only after its sha256 matched.
 """
 
@@ -25,19 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import requests
-import tenacity
-import urllib3
-
 from importer.cache import ImageCache
-from importer.store_reader import StoreReader
-from undercloud_appliance.errors import (
-    ApplianceError,
-    ChecksumError,
-    NetworkError,
-    NotFoundError,
-    StoreError,
-)
+from undercloud_appliance.errors import ApplianceError, ChecksumError, NetworkError
+from undercloud_appliance.retry_policies import transient_failures
+from undercloud_appliance.stores.base import Download, InterruptedTransfer, Store
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +38,6 @@ CHUNK_SIZE = 1024 * 1024
 QUEUE_DEPTH = 8
 ATTEMPTS_ENV = "UNDERCLOUD_APPLIANCE_FETCH_ATTEMPTS"
 DEFAULT_ATTEMPTS = 5
-
-
-class TransientDownloadError(Exception):
-    """A failure worth retrying: the partial file is kept and resumed."""
 
 
 @dataclass
@@ -124,8 +113,28 @@ def _progress_bar(total: int | None, initial: int, label: str):
     )
 
 
+@dataclass
+class _Transfer:
+    """One image on its way from ``store`` into ``cache``."""
+
+    store: Store
+    relpath: str
+    cache: ImageCache
+    sha256: str
+    expected_size: int | None
+    result: DownloadResult
+
+    @property
+    def where(self) -> str:
+        return self.store.where(self.relpath)
+
+    @property
+    def partial(self) -> Path:
+        return self.cache.partial_path(self.sha256)
+
+
 def download_image(
-    store: StoreReader,
+    store: Store,
     relpath: str,
     cache: ImageCache,
     sha256: str,
@@ -133,159 +142,89 @@ def download_image(
 ) -> DownloadResult:
     """Download ``relpath`` into the cache as ``<sha256>.qcow2`` and verify it."""
     cache.ensure()
-    result = DownloadResult(cache.partial_path(sha256), 0, 0)
-
-    def one_attempt() -> str:
-        if store.is_local:
-            return _copy_local(store.local_path(relpath), cache, sha256, expected_size, result)
-        return _http_attempt(store, relpath, cache, sha256, expected_size, result)
-
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(TransientDownloadError),
-        stop=tenacity.stop_after_attempt(_attempts()),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=8),
-        before_sleep=lambda state: log.warning(
-            "download interrupted (%s); resuming (attempt %d)",
-            state.outcome.exception(),
-            state.attempt_number + 1,
-        ),
-        reraise=True,
+    transfer = _Transfer(
+        store,
+        relpath,
+        cache,
+        sha256,
+        expected_size,
+        DownloadResult(cache.partial_path(sha256), 0, 0),
     )
-    url = store.file_url(relpath)
+    attempts = _attempts()
+    retrying = transient_failures(
+        InterruptedTransfer, attempts, what=f"download of {transfer.where}"
+    )
     try:
-        digest = retrying(one_attempt)
-    except TransientDownloadError as error:
+        digest = retrying(_one_attempt, transfer)
+    except InterruptedTransfer as error:
         raise NetworkError(
-            f"{url}: download failed after {_attempts()} attempts: {error} "
-            f"(kept {cache.partial_path(sha256).name} to resume)"
+            f"{transfer.where}: download failed after {attempts} attempts: {error} "
+            f"(kept {transfer.partial.name} to resume)"
         ) from None
     if digest != sha256:
         cache.discard_partial(sha256)
         raise ChecksumError(
-            f"{url}: sha256 is {digest}, the store published {sha256}; nothing was cached"
+            f"{transfer.where}: sha256 is {digest}, the store published {sha256}; "
+            "nothing was cached"
         )
-    return result
+    return transfer.result
 
 
-def _copy_local(
-    source: Path,
-    cache: ImageCache,
-    sha256: str,
-    expected_size: int | None,
-    result: DownloadResult,
-) -> str:
-    partial = cache.partial_path(sha256)
+def _one_attempt(transfer: _Transfer) -> str:
+    """One read from the store (resuming a usable partial); returns the whole file's sha256."""
+    state = transfer.cache.read_partial_state(transfer.sha256) or {}
+    offset = transfer.partial.stat().st_size if transfer.partial.exists() else 0
+    # Partials of earlier versions named the validator "etag" or "last_modified".
+    validator = state.get("validator") or state.get("etag") or state.get("last_modified")
+    if state.get("relpath") != transfer.relpath or not validator:
+        offset = 0
+    try:
+        with transfer.store.open_download(transfer.relpath, offset, validator) as source:
+            if offset and source.offset != offset:
+                log.info("%s changed in the store: restarting from zero", transfer.where)
+            return _keep(transfer, source)
+    except InterruptedTransfer as error:
+        if error.restart:
+            transfer.cache.discard_partial(transfer.sha256)
+        raise
+
+
+def _keep(transfer: _Transfer, source: Download) -> str:
+    """Write what ``source`` delivers into the partial; return the whole file's sha256."""
+    offset = source.offset
+    total = source.total_size or transfer.expected_size
+    transfer.cache.write_partial_state(
+        transfer.sha256,
+        {"relpath": transfer.relpath, "validator": source.validator, "size": total},
+    )
     hasher = _Sha256Thread()
     hasher.start()
+    transfer.result.resumed_from = offset
     try:
-        with source.open("rb") as reader, partial.open("wb") as writer:
-            bar = _progress_bar(expected_size, 0, source.name)
-            with bar:
-                while chunk := reader.read(CHUNK_SIZE):
-                    hasher.put(chunk)
-                    writer.write(chunk)
-                    result.transferred_bytes += len(chunk)
-                    bar.update(len(chunk))
+        with transfer.partial.open("r+b" if offset else "wb") as writer:
+            if offset:
+                _hash_prefix(transfer.partial, hasher, offset)
+                writer.seek(offset)
+                writer.truncate()
+            received = _receive(source, writer, hasher, total, offset, transfer)
             writer.flush()
             os.fsync(writer.fileno())
-    except FileNotFoundError:
+    except BaseException:
         hasher.hexdigest()
-        partial.unlink(missing_ok=True)
-        raise NotFoundError(f"{source}: not found in the store") from None
-    except OSError as error:
-        hasher.hexdigest()
-        partial.unlink(missing_ok=True)
-        raise StoreError(f"{source}: cannot copy: {error.strerror}") from None
-    return hasher.hexdigest()
-
-
-def _hash_prefix(path: Path, hasher: _Sha256Thread) -> int:
-    """Feed the bytes already downloaded to the hasher; return their count."""
-    kept = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(4 * CHUNK_SIZE):
-            hasher.put(chunk)
-            kept += len(chunk)
-    return kept
-
-
-def _http_attempt(
-    store: StoreReader,
-    relpath: str,
-    cache: ImageCache,
-    sha256: str,
-    expected_size: int | None,
-    result: DownloadResult,
-) -> str:
-    """One GET (ranged when a usable partial exists); returns the whole file's sha256."""
-    url = store.file_url(relpath)
-    partial = cache.partial_path(sha256)
-    state = cache.read_partial_state(sha256)
-    offset = partial.stat().st_size if partial.exists() else 0
-    validator = (state or {}).get("etag") or (state or {}).get("last_modified")
-    if not state or state.get("relpath") != relpath or not validator or offset == 0:
-        offset = 0
-
-    headers = {}
-    if offset:
-        headers = {"Range": f"bytes={offset}-", "If-Range": validator}
-    try:
-        response = store.request("GET", url, headers=headers, stream=True)
-    except NetworkError as error:
-        raise TransientDownloadError(str(error)) from None
-
-    with response:
-        status = response.status_code
-        if status == 404:
-            raise NotFoundError(f"{url}: not found (HTTP 404)")
-        if status >= 500 or status == 429:
-            raise TransientDownloadError(f"HTTP {status}")
-        if status == 416:
-            # Our partial is longer than the file: it cannot be a prefix of it.
-            cache.discard_partial(sha256)
-            raise TransientDownloadError("HTTP 416 (partial larger than the file)")
-        if status not in (200, 206):
-            raise StoreError(f"{url}: HTTP {status}")
-        if status == 206 and not _range_starts_at(response, offset):
-            cache.discard_partial(sha256)
-            raise TransientDownloadError("server sent a different byte range")
-        if status == 200 and offset:
-            log.info("%s changed on the server (If-Range failed): restarting from zero", url)
-            offset = 0
-
-        total = _total_size(response, offset) or expected_size
-        cache.write_partial_state(
-            sha256,
-            {
-                "relpath": relpath,
-                "url": response.url,
-                "etag": response.headers.get("ETag"),
-                "last_modified": response.headers.get("Last-Modified"),
-                "size": total,
-            },
-        )
-        hasher = _Sha256Thread()
-        hasher.start()
-        result.resumed_from = offset
-        try:
-            mode = "r+b" if offset else "wb"
-            with partial.open(mode) as writer:
-                if offset:
-                    _hash_prefix(partial, hasher)
-                    writer.seek(offset)
-                    writer.truncate()
-                received = _receive(response, writer, hasher, total, offset, url, result)
-                writer.flush()
-                os.fsync(writer.fileno())
-        except BaseException:
-            hasher.hexdigest()
-            raise
-        digest = hasher.hexdigest()
+        raise
+    digest = hasher.hexdigest()
     if total is not None and offset + received != total:
-        raise TransientDownloadError(
-            f"connection closed after {offset + received} of {total} bytes"
-        )
+        raise InterruptedTransfer(f"connection closed after {offset + received} of {total} bytes")
     return digest
+
+
+def _hash_prefix(path: Path, hasher: _Sha256Thread, length: int) -> None:
+    """Feed the first ``length`` bytes already downloaded to the hasher."""
+    left = length
+    with path.open("rb") as handle:
+        while left and (chunk := handle.read(min(4 * CHUNK_SIZE, left))):
+            hasher.put(chunk)
+            left -= len(chunk)
 
 
 class _WriteBehind:
@@ -318,55 +257,26 @@ class _WriteBehind:
 
 
 def _receive(
-    response: requests.Response,
+    source: Download,
     writer: BinaryIO,
     hasher: _Sha256Thread,
     total: int | None,
     offset: int,
-    url: str,
-    result: DownloadResult,
+    transfer: _Transfer,
 ) -> int:
     """Receive on this thread while other threads write and hash: a three-stage pipeline."""
     received = 0
     writing = _ChunkConsumer("write", _WriteBehind(writer, offset).write)
     writing.start()
-    bar = _progress_bar(total, offset, url.rsplit("/", 1)[-1])
+    bar = _progress_bar(total, offset, transfer.relpath.rsplit("/", 1)[-1])
     try:
         with bar:
-            while True:
-                try:
-                    chunk = response.raw.read(CHUNK_SIZE, decode_content=False)
-                except (urllib3.exceptions.HTTPError, OSError) as error:
-                    raise TransientDownloadError(
-                        f"connection lost after {offset + received} bytes: {type(error).__name__}"
-                    ) from None
-                if not chunk:
-                    break
+            while chunk := source.read(CHUNK_SIZE):
                 hasher.put(chunk)
                 writing.put(chunk)
                 received += len(chunk)
-                result.transferred_bytes += len(chunk)
+                transfer.result.transferred_bytes += len(chunk)
                 bar.update(len(chunk))
     finally:
         writing.finish()  # what arrived is on disk before a retry resumes from it
     return received
-
-
-def _range_starts_at(response: requests.Response, offset: int) -> bool:
-    content_range = response.headers.get("Content-Range", "")
-    # "bytes 1000-1999/2000"
-    try:
-        start = int(content_range.split()[1].split("-")[0])
-    except (IndexError, ValueError):
-        return False
-    return start == offset
-
-
-def _total_size(response: requests.Response, offset: int) -> int | None:
-    if response.status_code == 206:
-        try:
-            return int(response.headers["Content-Range"].rsplit("/", 1)[1])
-        except (KeyError, IndexError, ValueError):
-            return None
-    length = response.headers.get("Content-Length")
-    return int(length) if length and length.isdigit() else None

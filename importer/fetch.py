@@ -4,7 +4,8 @@ Order: label -> build id (``<release>/<label>/BUILD_ID``), then the
 immutable build directory's ``undercloud.qcow2.sha256`` and
 ``manifest.json`` (and ``SHA256SUMS`` + ``.sig`` when a trusted key is
 configured).  If the cache already holds that sha256, nothing is
-downloaded.
+downloaded.  The store is any ``undercloud_appliance.stores`` backend
+(``file://``, ``http(s)://``, ``ssh://``), read through its interface.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 from importer.cache import SHA256_PATTERN, ImageCache
 from importer.download import download_image
 from importer.signature import verify_detached_signature
-from importer.store_reader import StoreReader
 from undercloud_appliance.errors import (
     ApplianceError,
     ChecksumError,
@@ -38,6 +38,8 @@ from undercloud_appliance.store_layout import (
     check_release,
     label_path,
 )
+from undercloud_appliance.stores import open_store
+from undercloud_appliance.stores.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -79,41 +81,41 @@ class FetchedImage:
         return puddle.get("id")
 
 
-def resolve_build_id(store: StoreReader, release: str, label: str) -> str:
+def resolve_build_id(store: Store, release: str, label: str) -> str:
     relpath = f"{label_path(release, label)}/{BUILD_ID_NAME}"
     try:
         text = store.read_text(relpath)
     except NotFoundError:
         raise NotFoundError(
-            f"no build labelled {label!r} for release {release!r} in {store.url} "
+            f"no build labelled {label!r} for release {release!r} in {store.display_url} "
             f"({relpath} is missing)"
         ) from None
     build_id = text.strip()
     try:
         return check_build_id(build_id)
     except Exception:
-        raise StoreError(f"{store.file_url(relpath)}: not a build id: {build_id[:80]!r}") from None
+        raise StoreError(f"{store.where(relpath)}: not a build id: {build_id[:80]!r}") from None
 
 
-def read_published_sha256(store: StoreReader, build_dir: str) -> str:
+def read_published_sha256(store: Store, build_dir: str) -> str:
     relpath = f"{build_dir}/{SHA256_NAME}"
     fields = store.read_text(relpath).split()
     if len(fields) < 1 or not SHA256_PATTERN.match(fields[0].lower()):
-        raise StoreError(f"{store.file_url(relpath)}: does not start with a sha256")
+        raise StoreError(f"{store.where(relpath)}: does not start with a sha256")
     return fields[0].lower()
 
 
-def check_signed_sums(store: StoreReader, build_dir: str, sha256: str, fingerprint: str) -> None:
+def check_signed_sums(store: Store, build_dir: str, sha256: str, fingerprint: str) -> None:
     sums = store.read_bytes(f"{build_dir}/{SUMS_NAME}")
     try:
         signature = store.read_bytes(f"{build_dir}/{SIGNATURE_NAME}")
     except NotFoundError:
         raise ChecksumError(
-            f"{store.file_url(build_dir)}: no {SIGNATURE_NAME}, but trusted key "
+            f"{store.where(build_dir)}: no {SIGNATURE_NAME}, but trusted key "
             f"{fingerprint} is configured"
         ) from None
     verify_detached_signature(
-        sums, signature, fingerprint, store.file_url(f"{build_dir}/{SIGNATURE_NAME}")
+        sums, signature, fingerprint, store.where(f"{build_dir}/{SIGNATURE_NAME}")
     )
     listed = {
         parts[1].lstrip("*"): parts[0].lower()
@@ -122,7 +124,7 @@ def check_signed_sums(store: StoreReader, build_dir: str, sha256: str, fingerpri
     }
     if listed.get(IMAGE_NAME) != sha256:
         raise ChecksumError(
-            f"{store.file_url(build_dir)}/{SUMS_NAME}: signed sha256 of {IMAGE_NAME} is "
+            f"{store.where(build_dir)}/{SUMS_NAME}: signed sha256 of {IMAGE_NAME} is "
             f"{listed.get(IMAGE_NAME)}, {SHA256_NAME} says {sha256}"
         )
 
@@ -151,7 +153,21 @@ def fetch_image(
     """Make sure the build's verified image is cached; return where it is."""
     cache = cache or ImageCache.default()
     check_release(release)
-    store = StoreReader.open(store_url)
+    store = open_store(store_url)
+    try:
+        return _fetch(store, release, label, build_id, cache, trusted_key)
+    finally:
+        store.close()
+
+
+def _fetch(
+    store: Store,
+    release: str,
+    label: str | None,
+    build_id: str | None,
+    cache: ImageCache,
+    trusted_key: str | None,
+) -> FetchedImage:
     if build_id is None:
         build_id = resolve_build_id(store, release, label or DEFAULT_LABEL)
         log.info("label %s of %s is build %s", label or DEFAULT_LABEL, release, build_id)
@@ -166,19 +182,19 @@ def fetch_image(
         return offline
     except NotFoundError:
         raise NotFoundError(
-            f"no build {build_id} of release {release!r} in {store.url} "
+            f"no build {build_id} of release {release!r} in {store.display_url} "
             f"({build_dir}/{SHA256_NAME} is missing)"
         ) from None
     manifest_text = store.read_text(f"{build_dir}/{MANIFEST_NAME}")
-    manifest = parse_manifest(manifest_text, store.file_url(f"{build_dir}/{MANIFEST_NAME}"))
+    manifest = parse_manifest(manifest_text, store.where(f"{build_dir}/{MANIFEST_NAME}"))
     if manifest["build_id"] != build_id:
         raise StoreError(
-            f"{store.file_url(build_dir)}/{MANIFEST_NAME}: describes build "
+            f"{store.where(build_dir)}/{MANIFEST_NAME}: describes build "
             f"{manifest['build_id']}, not {build_id}"
         )
     if manifest["image"]["sha256"].lower() != sha256:
         raise ChecksumError(
-            f"{store.file_url(build_dir)}: {SHA256_NAME} says {sha256}, "
+            f"{store.where(build_dir)}: {SHA256_NAME} says {sha256}, "
             f"{MANIFEST_NAME} says {manifest['image']['sha256']}"
         )
     if trusted_key:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import tenacity
-
 from undercloud_appliance.errors import ApplianceError, NotFoundError, VirtError
 from undercloud_appliance.manifest import write_file_atomically
+from undercloud_appliance.retry_policies import poll_until
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,9 @@ def ssh_command(ssh_config: Path, name: str, *remote: str) -> list[str]:
     ]
 
 
-def wait_for_ssh(ssh_config: Path, name: str, timeout: float, still_running) -> None:
+def wait_for_ssh(
+    ssh_config: Path, name: str, timeout: float, still_running: Callable[[], bool]
+) -> None:
     """Retry ``ssh ... true`` until it works, the guest stops, or ``timeout`` passes."""
 
     def attempt() -> None:
@@ -153,13 +155,7 @@ def wait_for_ssh(ssh_config: Path, name: str, timeout: float, still_running) -> 
         if result.returncode != 0:
             raise ConnectionError(result.stderr.strip().splitlines()[-1:] or "ssh failed")
 
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type((ConnectionError, subprocess.TimeoutExpired)),
-        stop=tenacity.stop_after_delay(timeout),
-        wait=tenacity.wait_fixed(1),
-        reraise=True,
-    )
     try:
-        retrying(attempt)
+        poll_until(timeout, (ConnectionError, subprocess.TimeoutExpired))(attempt)
     except (ConnectionError, subprocess.TimeoutExpired) as error:
         raise VirtError(f"{name}: ssh did not answer within {timeout:.0f}s ({error})") from None

@@ -1,11 +1,8 @@
-"""``import``, ``destroy`` and ``status``: an appliance's life under libvirt.
+"""``import``: fetch a build and boot it under libvirt, as a list of timed steps.
 
-An import is a list of timed steps (undercloud_appliance.steps).  The
-cached image is only ever a read-only backing file: each appliance gets a
-qcow2 overlay in its state directory
-(``$UNDERCLOUD_APPLIANCE_STATE/<name>`` or
-``~/.local/share/undercloud-appliance/appliances/<name>``), so an import
-from the cache costs the same whatever the image's size.
+The cached image is only ever a read-only backing file: each appliance
+gets a qcow2 overlay in its state directory (importer.appliance_state), so
+an import from the cache costs the same whatever the image's size.
 
 Importing the build that already runs under the name is a no-op that
 re-checks ssh and rewrites ``ssh.config``/``hosts``; a different build is
@@ -17,10 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -29,9 +24,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import tenacity
-
 from importer import libvirt_domain
+from importer.appliance_state import (
+    CONSOLE_LOG_NAME,
+    KNOWN_HOSTS_NAME,
+    OVERLAY_NAME,
+    clear_state,
+    has_appliance_state,
+    has_generated_key,
+    read_record,
+    state_dir_for,
+    teardown,
+    write_record,
+)
 from importer.cache import ImageCache
 from importer.customise import Customisation, customise_overlay
 from importer.fetch import FetchedImage, fetch_image
@@ -46,41 +51,16 @@ from importer.handoff import (
     write_handoff,
 )
 from importer.smoke import first_failure, run_smoke_commands
-from undercloud_appliance.errors import ApplianceError, NotFoundError, VirtError
+from undercloud_appliance.errors import ApplianceError, VirtError
 from undercloud_appliance.manifest import read_manifest, write_file_atomically
+from undercloud_appliance.retry_policies import poll_until
 from undercloud_appliance.steps import StepRunner, StepTimings
 
 log = logging.getLogger(__name__)
 
-STATE_ENV = "UNDERCLOUD_APPLIANCE_STATE"
-RECORD_NAME = "import.json"
-OVERLAY_NAME = "overlay.qcow2"
-CONSOLE_LOG_NAME = "console.log"
-KNOWN_HOSTS_NAME = "known_hosts"
-NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 GIB = 1024**3
 # Steps that wait for the guest rather than do our own work.
 GUEST_BOOT_STEPS = ("wait-for-address", "wait-for-ssh")
-
-
-def appliances_dir() -> Path:
-    configured = os.environ.get(STATE_ENV)
-    if configured:
-        return Path(configured).expanduser().resolve()
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return (base / "undercloud-appliance" / "appliances").resolve()
-
-
-def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
-        raise ApplianceError(
-            f"invalid appliance name {name!r}: use letters, digits, '.', '_' or '-'"
-        )
-    return name
-
-
-def state_dir_for(name: str) -> Path:
-    return appliances_dir() / check_name(name)
 
 
 @dataclass(frozen=True)
@@ -309,19 +289,6 @@ def step_start_if_stopped(context: ImportContext) -> None:
         context.key = recorded_ssh_key(context.state_dir) or generated_ssh_key(context.state_dir)
 
 
-def read_record(state_dir: Path) -> dict[str, Any]:
-    try:
-        record = json.loads((state_dir / RECORD_NAME).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def write_record(state_dir: Path, record: dict[str, Any]) -> None:
-    """Replace the appliance's ``import.json`` atomically."""
-    write_file_atomically(state_dir / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode())
-
-
 def recorded_ssh_key(state_dir: Path) -> SshKey | None:
     """The key the appliance was imported with (maybe a --ssh-key given then)."""
     private = read_record(state_dir).get("ssh_key")
@@ -349,12 +316,7 @@ def step_wait_for_address(context: ImportContext) -> None:
         return address
 
     try:
-        context.address = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(LookupError),
-            stop=tenacity.stop_after_delay(context.options.boot_timeout),
-            wait=tenacity.wait_fixed(1),
-            reraise=True,
-        )(lease)
+        context.address = poll_until(context.options.boot_timeout, LookupError)(lease)
     except LookupError:
         raise VirtError(
             f"domain {context.options.name!r} got no DHCP lease within "
@@ -384,6 +346,7 @@ def step_write_handoff(context: ImportContext) -> None:
     )
 
 
+DECIDING_STEPS = (step_check_ssh_key, step_connect_libvirt, step_fetch, step_inspect_existing)
 FRESH_IMPORT_STEPS = (
     step_prepare_layer,
     step_create_overlay,
@@ -439,10 +402,7 @@ def domain_metadata(context: ImportContext) -> dict[str, str]:
 def run_import(options: ImportOptions) -> ImportResult:
     context = ImportContext(options, state_dir_for(options.name))
     timings = StepTimings()
-    StepRunner(
-        (step_check_ssh_key, step_connect_libvirt, step_fetch, step_inspect_existing),
-        timings,
-    ).run(context)
+    StepRunner(DECIDING_STEPS, timings).run(context)
     if context.already_imported:
         log.info("build %s is already imported as %s", context.fetched.build_id, options.name)
         StepRunner(RE_IMPORT_STEPS, timings).run(context)
@@ -525,108 +485,6 @@ def import_record(context: ImportContext, timings: StepTimings) -> dict[str, Any
         if previous_record.get("changes") and key in previous_record:
             record[key] = previous_record[key]
     return record
-
-
-KEY_FILES = ("id_ed25519", "id_ed25519.pub")
-
-
-def has_generated_key(state_dir: Path) -> bool:
-    return all((state_dir / name).is_file() for name in KEY_FILES)
-
-
-def has_appliance_state(state_dir: Path) -> bool:
-    """Whether anything but the key pair is left in the state directory."""
-    return state_dir.is_dir() and any(p.name not in KEY_FILES for p in state_dir.iterdir())
-
-
-def clear_state(state_dir: Path, keep_key: bool = True) -> None:
-    """Remove overlay, record, console log, known_hosts...; keep the generated key pair.
-
-    Keeping the key lets the next import of this name reuse the customised
-    layer in the cache.  The guest makes new host keys on its first boot, so
-    known_hosts must go.
-    """
-    if not state_dir.is_dir():
-        return
-    for path in state_dir.iterdir():
-        if keep_key and path.name in KEY_FILES:
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    if not any(state_dir.iterdir()):
-        state_dir.rmdir()
-
-
-def teardown(domain: Any | None, state_dir: Path) -> None:
-    if domain is not None:
-        libvirt_domain.remove_domain(domain)
-    clear_state(state_dir)
-
-
-def destroy(name: str, uri: str) -> list[str]:
-    """Remove the domain and its state (overlay, key); keep the image cache."""
-    state_dir = state_dir_for(name)
-    connection = libvirt_domain.connect(uri)
-    domain = libvirt_domain.lookup(connection, name)
-    if domain is not None and libvirt_domain.read_metadata(domain) is None:
-        raise VirtError(
-            f"libvirt domain {name!r} was not created by undercloud-appliance: not destroying it"
-        )
-    if domain is None and not has_appliance_state(state_dir):
-        raise NotFoundError(f"no appliance named {name!r} (no libvirt domain, no {state_dir})")
-    removed = []
-    if domain is not None:
-        removed.append(f"domain {name}")
-    if has_appliance_state(state_dir):
-        removed.append(f"{state_dir} (overlay and state; the key pair stays)")
-    teardown(domain, state_dir)
-    return removed
-
-
-def status(name: str, uri: str) -> dict[str, Any]:
-    state_dir = state_dir_for(name)
-    connection = libvirt_domain.connect(uri)
-    domain = libvirt_domain.lookup(connection, name)
-    record = read_record(state_dir)
-    metadata = libvirt_domain.read_metadata(domain) if domain is not None else None
-    if domain is not None and metadata is None:
-        raise VirtError(f"libvirt domain {name!r} was not created by undercloud-appliance")
-    if domain is None and not record:
-        raise NotFoundError(f"no appliance named {name!r} (no libvirt domain, no {state_dir})")
-    metadata = metadata or {}
-    return {
-        "name": name,
-        "state": libvirt_domain.state_name(domain),
-        "build_id": metadata.get("build-id") or record.get("build_id"),
-        "release": metadata.get("release") or record.get("release"),
-        "puddle": metadata.get("puddle") or record.get("puddle"),
-        "sha256": metadata.get("sha256") or record.get("sha256"),
-        "address": metadata.get("address") or record.get("address"),
-        "port": int(metadata.get("port") or record.get("port") or 22),
-        "network": metadata.get("network") or record.get("network"),
-        "overlay": record.get("overlay"),
-        "image": record.get("image"),
-        "state_dir": str(state_dir),
-        "snapshots": snapshots_of(domain),
-        "smoke": smoke_summary(record.get("smoke")),
-    }
-
-
-def snapshots_of(domain: Any | None) -> list[dict[str, Any]]:
-    if domain is None:
-        return []
-    from importer.online_update import list_snapshots
-
-    return list_snapshots(domain)
-
-
-def smoke_summary(results: Any) -> str | None:
-    if not isinstance(results, list):
-        return None
-    passed = sum(1 for result in results if result.get("returncode") == 0)
-    return f"{passed}/{len(results)} passed"
 
 
 def console_tail(context: ImportContext) -> str:

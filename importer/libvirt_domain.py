@@ -1,4 +1,4 @@
-"""The libvirt side of an import: connection, domain XML, lifecycle, metadata.
+"""Every libvirt call of the importer: connection, domain XML, lifecycle, metadata, snapshots.
 
 The domain runs qemu as the importing user (a static DAC label, no
 relabelling), so it reads the cached image and the overlay where they are,
@@ -10,10 +10,12 @@ without it was not created by this tool and is never touched.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -279,19 +281,45 @@ def check_network_active(connection: Any, name: str = "default") -> None:
         )
 
 
-# -- snapshots (taken before online updates) ------------------------------------
+# -- snapshots (taken before online updates and upgrades) -------------------------
+
+# Only snapshots named with this prefix are this tool's; others are left alone.
+SNAPSHOT_PREFIX = "pre-"
+# Internal snapshots hold the guest's memory too: keep a few, not all.
+SNAPSHOTS_KEPT = 3
 
 
 @dataclass(frozen=True)
-class SnapshotInfo:
+class Snapshot:
+    """One of this tool's snapshots and the release and puddle the domain had then."""
+
     name: str
     created: int  # seconds since the epoch, from libvirt
-    description: str
+    reason: str | None
+    release: str | None
+    puddle: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "created": self.created,
+            "reason": self.reason,
+            "release": self.release,
+            "puddle": self.puddle,
+        }
 
 
-def create_snapshot(domain: Any, name: str, description: str) -> None:
-    """An internal snapshot of the running domain: disk and memory, in its qcow2."""
+def take_snapshot(domain: Any, reason: str, release: str | None, puddle: str | None) -> str:
+    """An internal snapshot of the running domain (disk and memory, in its qcow2).
+
+    The description carries the release and puddle it holds, so a revert
+    (automatic or ``rollback``) can restore the import record too.  Only
+    the newest ``SNAPSHOTS_KEPT`` of this tool's snapshots are kept.
+    Returns the new snapshot's name.
+    """
     libvirt = _libvirt()
+    name = f"{SNAPSHOT_PREFIX}{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    description = json.dumps({"reason": reason, "release": release, "puddle": puddle})
     xml = (
         f"<domainsnapshot><name>{escape(name)}</name>"
         f"<description>{escape(description)}</description></domainsnapshot>"
@@ -300,20 +328,30 @@ def create_snapshot(domain: Any, name: str, description: str) -> None:
         domain.snapshotCreateXML(xml, 0)
     except libvirt.libvirtError as error:
         raise VirtError(f"cannot snapshot {domain.name()!r}: {_message(error)}") from None
+    for old in list_snapshots(domain)[:-SNAPSHOTS_KEPT]:
+        _delete_snapshot(domain, old.name)
+        log.info("deleted old snapshot %s", old.name)
+    return name
 
 
-def list_snapshots(domain: Any) -> list[SnapshotInfo]:
-    """Every snapshot of ``domain``, oldest first."""
+def list_snapshots(domain: Any) -> list[Snapshot]:
+    """This tool's snapshots of ``domain``, oldest first."""
     libvirt = _libvirt()
     snapshots = []
     try:
-        for snapshot in domain.listAllSnapshots(0):
-            root = ET.fromstring(snapshot.getXMLDesc(0))
+        for handle in domain.listAllSnapshots(0):
+            root = ET.fromstring(handle.getXMLDesc(0))
+            name = root.findtext("name") or handle.getName()
+            if not name.startswith(SNAPSHOT_PREFIX):
+                continue
+            description = _snapshot_description(root.findtext("description") or "")
             snapshots.append(
-                SnapshotInfo(
-                    name=root.findtext("name") or snapshot.getName(),
+                Snapshot(
+                    name=name,
                     created=int(root.findtext("creationTime") or 0),
-                    description=root.findtext("description") or "",
+                    reason=description.get("reason"),
+                    release=description.get("release"),
+                    puddle=description.get("puddle"),
                 )
             )
     except libvirt.libvirtError as error:
@@ -321,7 +359,15 @@ def list_snapshots(domain: Any) -> list[SnapshotInfo]:
     return sorted(snapshots, key=lambda s: (s.created, s.name))
 
 
-def delete_snapshot(domain: Any, name: str) -> None:
+def _snapshot_description(text: str) -> dict[str, Any]:
+    try:
+        description = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return description if isinstance(description, dict) else {}
+
+
+def _delete_snapshot(domain: Any, name: str) -> None:
     libvirt = _libvirt()
     try:
         domain.snapshotLookupByName(name, 0).delete(0)

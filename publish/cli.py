@@ -1,4 +1,4 @@
-"""Subcommands of this package (registered by undercloud_appliance.cli):
+"""Subcommands of this package (registered by undercloud_appliance_cli):
 ``publish``, ``promote``, ``prune`` and ``list``.  See docs/publishing.rst."""
 
 from __future__ import annotations
@@ -68,23 +68,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_publish(args: argparse.Namespace) -> int:
     from publish.publishing import publish_build
-    from publish.stores import open_store
+    from undercloud_appliance.stores import open_store
 
     store = open_store(args.store)
     try:
-        job, timings = publish_build(
+        context, timings = publish_build(
             args.build_dir, store, sign_key=args.sign_key, show_progress=not args.quiet
         )
     finally:
         store.close()
     log.info("step timings: %s", timings.as_dict())
-    print(job.where)
+    print(context.where)
     return 0
 
 
 def run_promote(args: argparse.Namespace) -> int:
     from publish.promotion import promote
-    from publish.stores import open_store
+    from undercloud_appliance.stores import open_store
 
     store = open_store(args.store)
     try:
@@ -97,7 +97,7 @@ def run_promote(args: argparse.Namespace) -> int:
 
 def run_prune(args: argparse.Namespace) -> int:
     from publish.retention import prune
-    from publish.stores import open_store
+    from undercloud_appliance.stores import open_store
 
     store = open_store(args.store)
     try:
@@ -112,7 +112,7 @@ def run_prune(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     from publish.listing import format_listing, list_store
-    from publish.stores import open_store
+    from undercloud_appliance.stores import open_store
 
     store = open_store(args.store)
     try:

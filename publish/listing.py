@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from publish.promotion import resolve_label
-from publish.stores.base import Store
 from undercloud_appliance.errors import ApplianceError, NotFoundError
 from undercloud_appliance.manifest import parse_manifest
 from undercloud_appliance.store_layout import (
@@ -16,6 +15,7 @@ from undercloud_appliance.store_layout import (
     build_path,
     check_release,
 )
+from undercloud_appliance.stores.base import Store
 
 
 def list_store(store: Store, release: str | None = None) -> list[dict[str, Any]]:

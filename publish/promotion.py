@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from publish.checksum_files import parse_sums, sha256_hex
-from publish.stores.base import Store
 from undercloud_appliance.errors import ApplianceError, ChecksumError, NotFoundError
 from undercloud_appliance.manifest import dump_manifest, parse_manifest
 from undercloud_appliance.store_layout import (
@@ -34,6 +33,7 @@ from undercloud_appliance.store_layout import (
     check_release,
     label_path,
 )
+from undercloud_appliance.stores.base import Store
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 
 from publish.promotion import resolve_label
-from publish.stores.base import STAGING_DIRECTORY, Store, staged_final_name
 from undercloud_appliance.errors import ApplianceError, NotFoundError, StoreError
 from undercloud_appliance.store_layout import (
     BUILD_ID_PATTERN,
@@ -25,6 +24,7 @@ from undercloud_appliance.store_layout import (
     build_path,
     check_release,
 )
+from undercloud_appliance.stores.base import STAGING_DIRECTORY, Store, staged_final_name
 
 log = logging.getLogger(__name__)
 

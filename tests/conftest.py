@@ -38,7 +38,7 @@ def run_cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedPro
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
     result = subprocess.run(
-        [sys.executable, "-m", "undercloud_appliance", *args], check=False, **kwargs
+        [sys.executable, "-m", "undercloud_appliance_cli", *args], check=False, **kwargs
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -95,7 +95,7 @@ def p1_offline_update(
     Returns ``(input file digests before, OfflineUpdateResult)``; shared by the
     offline and online update tests, which both start from a P1 appliance.
     """
-    from importer.offline_update import offline_update_build
+    from importer.updates.offline import offline_update_build
     from tests.support.fake_build import file_digests
     from tests.support.puddles import P1, PROBE_PACKAGE
 

@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import tenacity
 
 from undercloud_appliance.errors import ApplianceError, NetworkError, NotFoundError
+from undercloud_appliance.retry_policies import transient_failures
+from undercloud_appliance.stores.credentials import describe_request_error
 
 TEMPLATE_FIELD = re.compile(r"\{([a-z_]+)(?:\[(\d*):(\d*)\])?\}")
 TEMPLATE_VARIABLES = frozenset({"base_url", "puddle_id", "label", "release"})
 NO_PUDDLE = "none"
 RESOLVE_TIMEOUT = (10, 30)
+RESOLVE_ATTEMPTS = 4
 
 
 class TemplateError(ApplianceError):
@@ -92,21 +94,20 @@ def _fetch_text(url: str) -> str:
     return _fetch_http_text(url)
 
 
-@tenacity.retry(
-    retry=tenacity.retry_if_exception_type((requests.ConnectionError, requests.Timeout)),
-    stop=tenacity.stop_after_attempt(4),
-    wait=tenacity.wait_exponential(multiplier=0.5, max=4),
-    reraise=True,
-)
 def _get(url: str) -> requests.Response:
-    return requests.get(url, timeout=RESOLVE_TIMEOUT)
+    retrying = transient_failures(
+        (requests.ConnectionError, requests.Timeout), RESOLVE_ATTEMPTS, max_wait=4
+    )
+    return retrying(requests.get, url, timeout=RESOLVE_TIMEOUT)
 
 
 def _fetch_http_text(url: str) -> str:
     try:
         response = _get(url)
     except requests.RequestException as error:
-        raise NetworkError(f"cannot reach puddle server at {url}: {type(error).__name__}") from None
+        raise NetworkError(
+            f"cannot reach puddle server at {url}: {describe_request_error(error)}"
+        ) from None
     if response.status_code == 404:
         raise NotFoundError(f"puddle label document {url} does not exist (HTTP 404)")
     if response.status_code >= 400:
@@ -167,7 +168,7 @@ def check_repo_exists(url: str, puddle_id: str) -> None:
         response = _get(url.rstrip("/") + "/")
     except requests.RequestException as error:
         raise NetworkError(
-            f"puddle {puddle_id}: cannot reach {url}: {type(error).__name__}"
+            f"puddle {puddle_id}: cannot reach {url}: {describe_request_error(error)}"
         ) from None
     if response.status_code == 404:
         raise NotFoundError(f"puddle {puddle_id}: repository {url} does not exist (HTTP 404)")

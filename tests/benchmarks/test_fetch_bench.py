@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.fake_build import make_fake_build
 from tests.support.nginx import NginxServer
+from tests.support.requirements import skip_or_fail
 from tests.support.store_tree import image_relpath, lay_out_build
 
 pytestmark = pytest.mark.benchmark
@@ -38,7 +39,7 @@ def best_of(runs: int, command: list[str], before=None, **kwargs) -> float:
 
 def test_fetch_vs_curl(tmp_path: Path) -> None:
     if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
+        skip_or_fail("curl is not installed")
     build = make_fake_build(tmp_path / "build", data_mib=IMAGE_MIB)
     release, build_id = lay_out_build(tmp_path / "store", build)
     size = (tmp_path / "store" / image_relpath(release, build_id)).stat().st_size
@@ -64,7 +65,7 @@ def test_fetch_vs_curl(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "undercloud_appliance",
+                "undercloud_appliance_cli",
                 "-q",
                 "fetch",
                 nginx.url,
@@ -82,7 +83,7 @@ def test_fetch_vs_curl(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "undercloud_appliance",
+                "undercloud_appliance_cli",
                 "-q",
                 "fetch",
                 nginx.url,

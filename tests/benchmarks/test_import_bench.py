@@ -22,9 +22,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import appliance_name_for_test, run_cli
-from tests.support.fake_build import fake_manifest, new_build_id
+from tests.support.fake_build import fake_manifest
 from tests.support.libvirtd import running_libvirtd
 from tests.support.store_tree import lay_out_build
+from undercloud_appliance.manifest import new_build_id, read_manifest, write_manifest
+from undercloud_appliance.qcow2 import virtual_size
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.slow]
 
@@ -35,7 +37,7 @@ IMPORT_TIMEOUT = 20 * 60
 def grown_copy(build: Path, target: Path) -> Path:
     """A new build directory whose image is the build's, grown by 8 GiB (+1 GiB of data)."""
     target.mkdir(parents=True)
-    manifest = json.loads((build / "manifest.json").read_text())
+    manifest = read_manifest(build)
     image = target / "undercloud.qcow2"
     shutil.copyfile(build / "undercloud.qcow2", image)
     old_size = manifest["image"]["virtual_size"]
@@ -46,7 +48,7 @@ def grown_copy(build: Path, target: Path) -> Path:
         capture_output=True,
     )
     grown = fake_manifest(image, manifest["release"], new_build_id())
-    (target / "manifest.json").write_text(json.dumps(grown, indent=2) + "\n")
+    write_manifest(target, grown)
     return target
 
 
@@ -77,14 +79,7 @@ def test_import_from_cache_ours_vs_guest_boot(appliance_build: Path, tmp_path: P
                 ).stdout
             )
             image = Path(fetched["path"])
-            info = json.loads(
-                subprocess.run(
-                    ["qemu-img", "info", "--output=json", str(image)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-            )
+            image_size = virtual_size(image)
             for attempt in ("first (makes layer)", "again (layer reused)"):
                 name = appliance_name_for_test("bench")
                 try:
@@ -114,7 +109,7 @@ def test_import_from_cache_ours_vs_guest_boot(appliance_build: Path, tmp_path: P
                     record = json.loads((tmp_path / "state" / name / "import.json").read_text())
                 finally:
                     run_cli("-q", "destroy", name, "--connect", uri, env=env, check=False)
-                rows.append((info["virtual-size"], image.stat().st_size, attempt, record))
+                rows.append((image_size, image.stat().st_size, attempt, record))
 
     print("\nimport from cache to ssh-ready (TCG, qemu user networking):")
     print(f"{'virtual':>9} {'file':>9}  {'import':<22} {'ours':>7} {'guest boot':>10}  steps")

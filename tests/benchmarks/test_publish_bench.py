@@ -59,7 +59,7 @@ def test_publish_vs_cp_sha256sum_md5sum(tmp_path: Path) -> None:
     baseline = cp + sha256 + md5
     copy.unlink()
 
-    cli = [sys.executable, "-m", "undercloud_appliance", "-q"]
+    cli = [sys.executable, "-m", "undercloud_appliance_cli", "-q"]
     publish = timed([*cli, "publish", str(build), "--store", f"file://{store}"])
     published = store / "bench" / manifest["build_id"]
     assert (published / "undercloud.qcow2").stat().st_size == image.stat().st_size

@@ -6,7 +6,6 @@ once with the real tool) and open it with real libguestfs and qemu.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -16,17 +15,10 @@ import pytest
 from builders.qemu_boot import booted
 from tests.conftest import run_cli
 from undercloud_appliance.hypervisor import open_guestfs
-from undercloud_appliance.manifest import read_manifest
+from undercloud_appliance.manifest import file_sha256, read_manifest
+from undercloud_appliance.qcow2 import image_info
 
 pytestmark = pytest.mark.slow
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(2**22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def test_build_directory_holds_image_manifest_and_log_only(appliance_build: Path) -> None:
@@ -42,16 +34,9 @@ def test_manifest_describes_the_image(appliance_build: Path) -> None:
     manifest = read_manifest(appliance_build)
     image = appliance_build / "undercloud.qcow2"
     assert manifest["release"] == "debian-ci"
-    assert manifest["image"]["sha256"] == sha256_of(image)
+    assert manifest["image"]["sha256"] == file_sha256(image)
     assert manifest["image"]["file_size"] == image.stat().st_size
-    info = json.loads(
-        subprocess.run(
-            ["qemu-img", "info", "--output=json", str(image)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    info = image_info(image)
     assert info["format"] == "qcow2"
     assert manifest["image"]["virtual_size"] == info["virtual-size"] == 4 * 2**30
     # Compressed and sparse: far smaller than the virtual disk.

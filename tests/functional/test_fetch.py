@@ -4,7 +4,7 @@ A small Python HTTP server (below) serves the store with ``Range`` and
 ``If-Range`` like nginx does, counts the bytes it sends, and can cut a
 response after N bytes or change its ETag: that is how an interrupted
 download and a file changed on the server are produced.  One test also runs
-against nginx itself.
+against nginx itself, and one against an ssh:// store served by sshd.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import requests
 from tests.conftest import run_cli
 from tests.support.fake_build import make_fake_build
 from tests.support.nginx import NginxServer
+from tests.support.requirements import skip_or_fail
+from tests.support.sshd import SshServer
 from tests.support.store_tree import image_relpath, lay_out_build
 
 MIB = 1024 * 1024
@@ -288,7 +290,7 @@ def test_fetch_over_nginx_follows_redirects_and_file_store(
 @pytest.fixture
 def gnupg_home(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
     if shutil.which("gpg") is None:
-        pytest.skip("gpg is not installed (scripts/host-packages.txt: gnupg)")
+        skip_or_fail("gpg is not installed (scripts/host-packages.txt: gnupg)")
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
     env = {**os.environ, "GNUPGHOME": str(home)}
@@ -426,3 +428,57 @@ def test_resume_against_nginx_uses_its_etag(published, cache_env) -> None:
         restarted = json.loads(fetch(nginx.url, release, cache_env, "--build", build_id).stdout)
         assert restarted["resumed_from"] == 0
         assert restarted["transferred_bytes"] == len(image)
+
+
+@pytest.fixture(scope="module")
+def sshd() -> Iterator[SshServer]:
+    with SshServer() as server:
+        yield server
+
+
+def cutting_ssh_command(sshd: SshServer, workdir: Path, limit: int) -> str:
+    """An ssh command line whose connections break after ``limit`` bytes of output."""
+    script = workdir / "cutting-ssh"
+    script.write_text(
+        f"""#!/bin/bash
+{sshd.ssh_command} "$@" | head -c {limit}
+status=("${{PIPESTATUS[@]}}")
+# ssh killed by SIGPIPE: the output was cut, report it as ssh does a lost connection.
+[ "${{status[0]}}" -eq 141 ] && exit 255
+exit "${{status[0]}}"
+"""
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_fetch_from_an_ssh_store_resumes_verifies_and_caches(
+    sshd: SshServer, published, cache_env, tmp_path: Path
+) -> None:
+    root, release, build_id, sha = published
+    size = (root / image_relpath(release, build_id)).stat().st_size
+    url = sshd.url(root)
+    cut = size // 3
+    env = {
+        **cache_env,
+        "UNDERCLOUD_APPLIANCE_FETCH_ATTEMPTS": "1",
+        "UNDERCLOUD_APPLIANCE_SSH_COMMAND": cutting_ssh_command(sshd, tmp_path, cut),
+    }
+    interrupted = fetch(url, release, env, check=False)
+    assert interrupted.returncode == 7, interrupted.stderr
+    assert f"{sha}.partial" in cache_files(env)
+    assert f"{sha}.qcow2" not in cache_files(env), "a partial must never get the final name"
+
+    env["UNDERCLOUD_APPLIANCE_SSH_COMMAND"] = sshd.ssh_command
+    resumed = json.loads(fetch(url, release, env).stdout)
+    kept = resumed["resumed_from"]
+    print(f"ssh resume: {resumed['transferred_bytes']} of {size} bytes after a cut at {cut}")
+    assert resumed["build_id"] == build_id and resumed["sha256"] == sha
+    assert cut - MIB < kept <= cut and resumed["transferred_bytes"] == size - kept
+    assert hashlib.sha256(Path(resumed["path"]).read_bytes()).hexdigest() == sha
+
+    again = json.loads(fetch(url, release, env, "--build", build_id).stdout)
+    assert again["from_cache"] is True and again["transferred_bytes"] == 0
+
+    unknown = fetch(url, release, env, "--label", "nope", check=False)
+    assert unknown.returncode == 5 and "'nope'" in unknown.stderr

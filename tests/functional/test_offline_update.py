@@ -23,13 +23,10 @@ from typing import Any
 
 import pytest
 
-from importer.offline_update import (
-    OfflineUpdateResult,
-    UpdateError,
-    format_result,
-    offline_update_build,
-)
-from importer.puddle_history import HISTORY_PATH, parse_history
+from importer.cli import format_offline_result
+from importer.updates.offline import OfflineUpdateResult, offline_update_build
+from importer.updates.puddle_history import HISTORY_PATH, parse_history
+from importer.updates.puddle_target import UpdateError
 from tests.support.fake_build import file_digests
 from tests.support.puddles import (
     HOOK_PACKAGE,
@@ -57,14 +54,14 @@ class UpdatedBuild:
 def update(input_dir: Path, output_dir: Path, requested: str, **kwargs: Any) -> UpdatedBuild:
     before = file_digests(input_dir)
     result = offline_update_build(input_dir, requested, output_dir=output_dir, **kwargs)
-    print(f"\n{format_result(result)}")
+    print(f"\n{format_offline_result(result)}")
     return UpdatedBuild(input_dir, before, result)
 
 
 @pytest.fixture(scope="module")
 def p1_build(appliance_build: Path, p1_offline_update) -> UpdatedBuild:
     before, result = p1_offline_update
-    print(f"\n{format_result(result)}")
+    print(f"\n{format_offline_result(result)}")
     return UpdatedBuild(appliance_build, before, result)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from importer import libvirt_domain
-from importer.offline_update import OfflineUpdateResult
+from importer.updates.offline import OfflineUpdateResult
 from tests.conftest import appliance_name_for_test, run_cli
 from tests.support.fake_build import make_fake_build
 from tests.support.libvirtd import running_libvirtd

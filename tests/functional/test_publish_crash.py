@@ -27,9 +27,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.support.fake_build import make_fake_build, new_build_id
+from tests.support.fake_build import make_fake_build
 from tests.support.nginx import NginxServer
 from tests.support.sshd import SshServer
+from undercloud_appliance.manifest import new_build_id
 from undercloud_appliance.store_layout import (
     BUILD_ID_NAME,
     BUILD_ID_PATTERN,
@@ -46,8 +47,8 @@ def publish_and_promote(
     store: str, build: Path, build_id: str, env: dict[str, str]
 ) -> subprocess.Popen:
     command = (
-        f"{sys.executable} -m undercloud_appliance -q publish {build} --store {store} && "
-        f"{sys.executable} -m undercloud_appliance -q promote {RELEASE} {build_id} "
+        f"{sys.executable} -m undercloud_appliance_cli -q publish {build} --store {store} && "
+        f"{sys.executable} -m undercloud_appliance_cli -q promote {RELEASE} {build_id} "
         f"--label current --store {store}"
     )
     return subprocess.Popen(

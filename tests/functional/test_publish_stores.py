@@ -20,9 +20,10 @@ import pytest
 import requests
 
 from tests.conftest import run_cli
-from tests.support.fake_build import make_fake_build, new_build_id
+from tests.support.fake_build import make_fake_build
 from tests.support.nginx import NginxServer
 from tests.support.sshd import SshServer
+from undercloud_appliance.manifest import new_build_id
 from undercloud_appliance.store_layout import (
     BUILD_ID_NAME,
     IMAGE_NAME,
@@ -311,7 +312,7 @@ def test_concurrent_publishes_and_promotions(store: StoreUnderTest, tmp_path: Pa
 
     def start(*args: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "undercloud_appliance", *args, "--store", store.url],
+            [sys.executable, "-m", "undercloud_appliance_cli", *args, "--store", store.url],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -11,33 +11,29 @@ fixture (tests/conftest.py) instead.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import secrets
 import shutil
-import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from undercloud_appliance.manifest import FORMAT_NAME, FORMAT_VERSION, validate_manifest
-from undercloud_appliance.store_layout import IMAGE_NAME, MANIFEST_NAME
+from tests.support.requirements import skip_or_fail
+from undercloud_appliance.manifest import (
+    Manifest,
+    ManifestImage,
+    new_build_id,
+    puddle_section,
+    utc_timestamp,
+)
+from undercloud_appliance.qcow2 import convert_to_qcow2
+from undercloud_appliance.store_layout import IMAGE_NAME
 
 MIB = 1024 * 1024
-
-
-def new_build_id(when: datetime | None = None) -> str:
-    """A fresh ``YYYYMMDDTHHMMSSZ-xxxxxx`` build id."""
-    when = when or datetime.now(UTC)
-    return f"{when:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def write_random_qcow2(path: Path, data_mib: int = 2, virtual_mib: int | None = None) -> None:
     """A qcow2 whose first ``data_mib`` MiB hold random data."""
     if shutil.which("qemu-img") is None:
-        pytest.skip("qemu-img is not installed (scripts/host-packages.txt: qemu-utils)")
+        skip_or_fail("qemu-img is not installed (scripts/host-packages.txt: qemu-utils)")
     virtual_mib = max(virtual_mib or 2 * data_mib, data_mib, 1)
     raw = path.with_name(path.name + ".raw")
     with raw.open("wb") as handle:
@@ -45,20 +41,9 @@ def write_random_qcow2(path: Path, data_mib: int = 2, virtual_mib: int | None = 
             handle.write(os.urandom(MIB))
         handle.truncate(virtual_mib * MIB)
     try:
-        subprocess.run(
-            ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(path)],
-            check=True,
-        )
+        convert_to_qcow2(raw, path, source_format="raw", compress=False)
     finally:
         raw.unlink(missing_ok=True)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(4 * MIB):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fake_manifest(
@@ -69,19 +54,11 @@ def fake_manifest(
     smoke_passed: bool | None = True,
 ) -> dict[str, Any]:
     """A manifest describing ``image`` truthfully (sha256, sizes)."""
-    info = json.loads(
-        subprocess.run(
-            ["qemu-img", "info", "--output=json", str(image)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
     smoke = None
     if smoke_passed is not None:
         smoke = {
             "passed": smoke_passed,
-            "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "ran_at": utc_timestamp(),
             "results": [
                 {
                     "command": "openstack endpoint list",
@@ -91,37 +68,25 @@ def fake_manifest(
                 }
             ],
         }
-    manifest = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "build_id": build_id or new_build_id(),
-        "release": release,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "profile": {"name": release, "file": f"{release}.yaml", "resolved": {}, "origins": {}},
-        "distro": {"family": "debian", "release": "bookworm", "os": {}},
-        "puddle": {
-            "id": puddle_id,
-            "requested": puddle_id,
-            "package_manager": "apt",
-            "base_url": None,
-            "repos": [],
-        },
-        "dib": {"version": "3.43.0", "elements": [], "image_types": ["qcow2"]},
-        "image": {
-            "filename": IMAGE_NAME,
-            "format": info["format"],
-            "virtual_size": info["virtual-size"],
-            "file_size": image.stat().st_size,
-            "sha256": sha256_of(image),
-            "compression": None,
-        },
-        "packages": {"python3-tripleoclient": "18.0.0-1"},
-        "undercloud_packages": ["python3-tripleoclient"],
-        "timings": {"fake-build": 0.1},
-        "smoke": smoke,
-        "promotions": [],
-    }
-    return validate_manifest(manifest)
+    return Manifest(
+        build_id=build_id or new_build_id(),
+        release=release,
+        profile={"name": release, "file": f"{release}.yaml", "resolved": {}, "origins": {}},
+        distro={"family": "debian", "release": "bookworm", "os": {}},
+        puddle=puddle_section(
+            puddle_id=puddle_id,
+            requested=puddle_id,
+            package_manager="apt",
+            base_url=None,
+            repos=[],
+        ),
+        dib={"version": "3.43.0", "elements": [], "image_types": ["qcow2"]},
+        image=ManifestImage.of_file(image, compression=None),
+        packages={"python3-tripleoclient": "18.0.0-1"},
+        undercloud_packages=["python3-tripleoclient"],
+        timings={"fake-build": 0.1},
+        smoke=smoke,
+    ).to_dict()
 
 
 def make_fake_build(
@@ -151,7 +116,7 @@ def make_fake_build(
     manifest = fake_manifest(
         image, release, build_id, puddle_id=puddle_id, smoke_passed=smoke_passed
     )
-    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    Manifest.from_dict(manifest).write(directory)
     (directory / "build.log").write_text(f"fake build {manifest['build_id']}\n")
     return directory
 

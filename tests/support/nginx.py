@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.child_server import ChildServer, free_tcp_port
+from tests.support.requirements import skip_or_fail
 
 __all__ = ["NginxServer", "free_tcp_port", "nginx_server"]
 
@@ -65,9 +66,9 @@ class NginxServer(ChildServer):
 
     def start(self) -> NginxServer:
         if shutil.which(NGINX_BINARY) is None:
-            pytest.skip("nginx is not installed (scripts/host-packages.txt: nginx-light)")
+            skip_or_fail("nginx is not installed (scripts/host-packages.txt: nginx-light)")
         if self.dav and not DAV_EXT_MODULE.exists():
-            pytest.skip("libnginx-mod-http-dav-ext is not installed")
+            skip_or_fail("libnginx-mod-http-dav-ext is not installed")
         return super().start()
 
     def _configure(self, workdir: Path) -> list[str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.child_server import ChildServer
+from tests.support.requirements import skip_or_fail
 
 SSHD_BINARY = "/usr/sbin/sshd"
 
@@ -51,9 +52,9 @@ class SshServer(ChildServer):
 
     def start(self) -> SshServer:
         if os.geteuid() != 0:
-            pytest.skip("the test sshd needs root")
+            skip_or_fail("the test sshd needs root")
         if shutil.which(SSHD_BINARY) is None or shutil.which("ssh") is None:
-            pytest.skip("openssh-server/openssh-client are not installed")
+            skip_or_fail("openssh-server/openssh-client are not installed")
         # sshd refuses to start without its privilege separation directory.
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         return super().start()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime
-import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,11 +12,19 @@ import pytest
 
 from builders import dib
 from builders.appliance_data import apt_source_line, dnf_repo_file, write_appliance_data
-from builders.build import new_build_id
-from builders.disk import PARTITION_START, place_filesystem_on_disk
+from builders.bake import GuestShell
+from builders.build import BuildContext, manifest_for
+from builders.disk import PARTITION_START, DiskFacts, place_filesystem_on_disk
+from builders.profiles import load_profile
+from builders.qemu_boot import BootedGuest, free_port
 from tests.conftest import run_cli
+from tests.support.requirements import skip_or_fail
 from undercloud_appliance.errors import BuildError
+from undercloud_appliance.manifest import file_sha256, new_build_id, read_manifest
+from undercloud_appliance.qcow2 import convert_to_qcow2
 from undercloud_appliance.store_layout import check_build_id
+
+MANIFEST_FORMAT = (Path(__file__).parents[2] / "docs" / "manifest-format.rst").read_text()
 
 
 def test_build_id_is_time_ordered_and_valid() -> None:
@@ -97,13 +106,12 @@ def test_dib_environment_points_at_project_elements(tmp_path: Path) -> None:
     assert (tmp_path / "cache" / "dib").is_dir()
 
 
-def test_project_elements_follow_dib_conventions() -> None:
+def test_phase_scripts_are_ordered_and_parse() -> None:
+    # READMEs, executable bits, set -eu, element-deps order: dib-lint (tox -e lint).
     for element in sorted(dib.ELEMENTS_DIR.iterdir()):
-        assert (element / "README.rst").is_file(), element
         for phase in element.glob("*.d"):
             for script in phase.iterdir():
                 assert script.name[:2].isdigit(), script
-                assert os.access(script, os.X_OK), f"{script} is not executable"
                 result = subprocess.run(["bash", "-n", str(script)], capture_output=True)
                 assert result.returncode == 0, result.stderr
 
@@ -148,3 +156,77 @@ def test_build_cli_refuses_non_empty_output(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "exists and is not empty" in result.stderr
     assert (output / "keep-me").read_text() == "precious"
+
+
+def test_build_manifest_follows_the_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest a build writes, made from a real profile and a real (tiny) image."""
+    if shutil.which("qemu-img") is None:
+        skip_or_fail("qemu-img is not installed (scripts/host-packages.txt: qemu-utils)")
+    monkeypatch.setattr(dib, "dib_version", lambda: "3.43.0")
+    context = BuildContext(load_profile("debian-ci"), tmp_path, "current", None)
+    context.work = tmp_path
+    context.puddle_id = "2026-11-21.1"
+    context.elements = ["debian-minimal", "appliance-boot"]
+    context.facts = DiskFacts(os={"type": "linux"}, packages={"zsh": "5.9-4", "bash": "5.2-1"})
+    raw = tmp_path / "disk.raw"
+    with raw.open("wb") as handle:
+        handle.truncate(2**20)
+    convert_to_qcow2(raw, tmp_path / "undercloud.qcow2", source_format="raw", compress=False)
+    context.image_sha256 = file_sha256(tmp_path / "undercloud.qcow2")
+
+    manifest_for(context, {"compress-image": 1.0}).write(tmp_path)
+
+    data = read_manifest(tmp_path)
+    documented = re.findall(r"^(\w+)\s+(?:string|int|object|list)\s", MANIFEST_FORMAT, re.M)
+    assert sorted(data) == sorted(documented)
+    assert data["image"]["virtual_size"] == 2**20
+    assert data["image"]["sha256"] == context.image_sha256
+    expected_compression = context.profile.data["image"]["compression"]
+    assert data["image"]["compression"] == (
+        None if expected_compression == "none" else expected_compression
+    )
+    assert data["puddle"]["id"] == "2026-11-21.1" and data["puddle"]["requested"] == "current"
+    assert list(data["packages"]) == ["bash", "zsh"]
+    assert data["dib"] == {
+        "version": "3.43.0",
+        "elements": ["debian-minimal", "appliance-boot"],
+        "image_types": ["raw"],
+    }
+    assert data["profile"]["resolved"] == context.profile.data
+    assert (data["smoke"], data["promotions"]) == (None, [])
+
+
+class FakeQemu:
+    """Stands in for the qemu process: running (None) or exited with a code."""
+
+    def __init__(self, returncode: int | None) -> None:
+        self.returncode = returncode
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+def test_guest_wait_reports_an_exited_qemu_and_a_timeout(tmp_path: Path) -> None:
+    exited = BootedGuest(FakeQemu(1), tmp_path / "serial.log", free_port())  # type: ignore[arg-type]
+    with pytest.raises(BuildError, match="qemu exited with 1 before the guest booted"):
+        exited.wait_for(timeout=5)
+    silent = BootedGuest(FakeQemu(None), tmp_path / "serial.log", free_port())  # type: ignore[arg-type]
+    with pytest.raises(BuildError, match="guest did not boot within 0s"):
+        silent.wait_for(login_prompt=True, ssh=False, timeout=0)
+    (tmp_path / "serial.log").write_bytes(
+        b"Debian GNU/Linux 12 undercloud ttyS0\nundercloud login:"
+    )
+    assert silent.wait_for(login_prompt=True, ssh=False, timeout=0) < 5
+
+
+def test_bake_waits_for_ssh_and_names_the_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shell = GuestShell(None, tmp_path / "key", "stack", tmp_path / "build.log")  # type: ignore[arg-type]
+    exit_codes = iter([255, 0])
+    monkeypatch.setattr(GuestShell, "run", lambda self, command, timeout: (next(exit_codes), "", 0))
+    shell.wait_until_ready(timeout=10)  # one refusal, then ready after one 3 s interval
+    assert next(exit_codes, "used up") == "used up"
+    monkeypatch.setattr(GuestShell, "run", lambda self, command, timeout: (255, "", 0))
+    with pytest.raises(BuildError, match="bake: ssh as stack never succeeded within 0s"):
+        shell.wait_until_ready(timeout=0)

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from undercloud_appliance import cli
+import undercloud_appliance_cli as cli
 from undercloud_appliance.errors import ChecksumError
 
 

@@ -11,24 +11,17 @@ from types import SimpleNamespace
 import pytest
 
 from importer import libvirt_domain
+from importer.appliance_state import check_name, clear_state, has_appliance_state
 from importer.cache import ImageCache
 from importer.customise import Customisation
-from importer.download import _range_starts_at
 from importer.fetch import resolve_build_id
 from importer.handoff import SshEndpoint, given_ssh_key, inventory_text, ssh_config_text
-from importer.imports import (
-    ImportContext,
-    ImportOptions,
-    check_name,
-    clear_state,
-    grow_to_bytes,
-    has_appliance_state,
-    layer_key,
-)
+from importer.imports import ImportContext, ImportOptions, grow_to_bytes, layer_key
 from importer.signature import normalise_fingerprint, signing_fingerprints
-from importer.store_reader import StoreReader
 from undercloud_appliance.errors import ApplianceError, NotFoundError, StoreError
 from undercloud_appliance.hypervisor import libvirt_domain_type
+from undercloud_appliance.stores import open_store
+from undercloud_appliance.stores.webdav import _range_starts_at
 
 QEMU = "{http://libvirt.org/schemas/domain/qemu/1.0}"
 SHA = "a" * 64
@@ -169,7 +162,7 @@ def test_label_resolution_reads_build_id_and_rejects_garbage(tmp_path: Path) -> 
     label_dir = tmp_path / "debian-ci" / "latest"
     label_dir.mkdir(parents=True)
     (label_dir / "BUILD_ID").write_text("20261122T041800Z-1a2b3c\n")
-    store = StoreReader.open(f"file://{tmp_path}")
+    store = open_store(f"file://{tmp_path}")
     assert resolve_build_id(store, "debian-ci", "latest") == "20261122T041800Z-1a2b3c"
     (label_dir / "BUILD_ID").write_text("../../etc\n")
     with pytest.raises(StoreError, match="not a build id"):
@@ -177,7 +170,7 @@ def test_label_resolution_reads_build_id_and_rejects_garbage(tmp_path: Path) -> 
     with pytest.raises(NotFoundError, match="'stable'"):
         resolve_build_id(store, "debian-ci", "stable")
     with pytest.raises(ApplianceError, match="use file://"):
-        StoreReader.open("ftp://example.invalid/store")
+        open_store("ftp://example.invalid/store")
 
 
 def test_appliance_names_and_disk_growth() -> None:

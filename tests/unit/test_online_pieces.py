@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from importer.online_update import guest_url
 from importer.smoke import first_failure
+from importer.updates.online import guest_url
 from publish.promotion import smoke_problem
 from tests.conftest import run_cli
 from tests.support.puddles import serve_directory

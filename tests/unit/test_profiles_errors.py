@@ -301,7 +301,7 @@ def test_unreadable_bytes(profiles_dir: Path) -> None:
 def run_cli(profiles_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "UNDERCLOUD_APPLIANCE_PROFILES": str(profiles_dir)}
     return subprocess.run(
-        [sys.executable, "-m", "undercloud_appliance", *args],
+        [sys.executable, "-m", "undercloud_appliance_cli", *args],
         capture_output=True,
         text=True,
         env=env,

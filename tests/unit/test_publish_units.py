@@ -15,14 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from publish import digests as digests_module
 from publish.checksum_files import checksum_line, parse_sums, render_sums
-from publish.digests import copy_with_digests
 from publish.promotion import check_promotable_label
-from publish.stores import default_store_url, open_store
-from publish.stores.credentials import redact_url, store_credentials
-from publish.stores.file import FileStore
 from undercloud_appliance.errors import ApplianceError, ChecksumError, StoreError
+from undercloud_appliance.stores import default_store_url, open_store
+from undercloud_appliance.stores import digests as digests_module
+from undercloud_appliance.stores.credentials import redact_url, store_credentials
+from undercloud_appliance.stores.digests import copy_with_digests
+from undercloud_appliance.stores.file import FileStore
 
 
 @settings(max_examples=60, deadline=None)

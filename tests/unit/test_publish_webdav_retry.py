@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from publish.stores import webdav
-from publish.stores.webdav import WebDavStore
+from undercloud_appliance import retry_policies
 from undercloud_appliance.errors import NetworkError
+from undercloud_appliance.stores import webdav
+from undercloud_appliance.stores.webdav import WebDavStore
 
 PASSWORD = "do-not-print-me"
 
@@ -79,7 +80,7 @@ class FlakyServer(http.server.ThreadingHTTPServer):
 def flaky(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlakyServer]:
     failures, mode = request.param
     monkeypatch.setattr(
-        webdav.tenacity, "wait_exponential", lambda **_: webdav.tenacity.wait_none()
+        retry_policies.tenacity, "wait_exponential", lambda **_: retry_policies.tenacity.wait_none()
     )
     server = FlakyServer(failures, mode)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

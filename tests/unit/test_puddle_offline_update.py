@@ -16,24 +16,20 @@ from typing import Any
 
 import pytest
 
-from importer.offline_update import (
-    OfflineUpdateResult,
-    UpdateError,
-    _Update,
-    add_offline_update_arguments,
-    failure_summary,
-    format_result,
-    guest_visible_url,
-    new_build_id,
-    offline_update_build,
-    package_versions,
-    run_in_guest,
-    run_offline_update,
-)
+from importer.cli import add_offline_update_arguments, format_offline_result, run_offline_update
 from importer.package_managers import PackageManagerError
 from importer.package_managers.apt import APT
-from importer.version_diff import diff_versions
+from importer.updates.offline import (
+    OfflineUpdateContext,
+    OfflineUpdateResult,
+    offline_update_build,
+    run_in_guest,
+)
+from importer.updates.puddle_target import UpdateError, failure_summary, guest_visible_url
+from importer.updates.version_diff import diff_versions
 from undercloud_appliance.errors import ApplianceError
+from undercloud_appliance.guest_packages import installed_package_versions
+from undercloud_appliance.manifest import new_build_id
 from undercloud_appliance.store_layout import check_build_id
 
 PUDDLE_SECTION = {
@@ -121,7 +117,7 @@ def test_package_versions_join_epoch_version_and_release() -> None:
         },
         {"app2_name": "python3-x", "app2_epoch": 2, "app2_version": "1.0", "app2_release": "1"},
     ]
-    assert package_versions(applications) == {
+    assert installed_package_versions(applications) == {
         "undercloud-probe": "2.0",
         "libc6": "2.36-9+deb12u9",
         "python3-x": "2:1.0-1",
@@ -237,13 +233,13 @@ def test_result_prints_as_text_and_json(tmp_path: Path) -> None:
         manifest={},
         timings={},
     )
-    text = format_result(result)
+    text = format_offline_result(result)
     assert text.splitlines()[0] == (
         "updated to puddle 2026-11-21.1 (from 2026-11-20.1): new build "
         f"20261122T050102Z-0a1b2c in {tmp_path / 'new'}"
     )
     assert "  undercloud-probe  1.0 -> 2.0" in text
-    data = json.loads(format_result(result, as_json=True))
+    data = json.loads(format_offline_result(result, as_json=True))
     assert data["diff"]["changed"]["undercloud-probe"] == {"before": "1.0", "after": "2.0"}
     assert data["previous_puddle_id"] == "2026-11-20.1"
 
@@ -264,28 +260,28 @@ class HostShell:
         Path(path).unlink(missing_ok=True)
 
 
-def host_update(tmp_path: Path) -> _Update:
-    ctx = _Update(
+def host_update(tmp_path: Path) -> OfflineUpdateContext:
+    context = OfflineUpdateContext(
         build_dir=tmp_path,
         requested_puddle="latest",
         puddle_base=None,
         output_dir=None,
         install_packages=(),
     )
-    ctx.guest = HostShell()
-    ctx.package_manager = APT
-    ctx.puddle_id = "2026-11-22.1"
-    return ctx
+    context.guest = HostShell()
+    context.package_manager = APT
+    context.puddle_id = "2026-11-22.1"
+    return context
 
 
 def test_guest_commands_pass_arguments_literally_and_log_them(tmp_path: Path) -> None:
-    ctx = host_update(tmp_path)
+    context = host_update(tmp_path)
     hostile = f"$(touch {tmp_path}/pwned); rm -rf / `id` 'x\" \\"
     output = run_in_guest(
-        ctx, ["printf", "%s", hostile], "printing", output_path=str(tmp_path / "out")
+        context, ["printf", "%s", hostile], "printing", output_path=str(tmp_path / "out")
     )
     assert output == hostile
-    assert f"+ printf %s {hostile}" in ctx.log_lines
+    assert f"+ printf %s {hostile}" in context.log_lines
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "pwned").exists()
 

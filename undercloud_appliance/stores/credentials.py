@@ -1,9 +1,10 @@
-"""Store credentials and URLs that are safe to print.
+"""Store credentials, and URLs and errors that are safe to print.
 
 Credentials come from, in order: ``UNDERCLOUD_APPLIANCE_STORE_USER`` and
 ``UNDERCLOUD_APPLIANCE_STORE_PASSWORD``, the URL's ``user:password@``
 part, or ``~/.netrc`` (``$NETRC``).  They are never logged: everything the
-tool prints about a store goes through ``redact_url``.
+tool prints about a store goes through ``redact_url``, and HTTP failures
+through ``describe_request_error``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import netrc
 import os
 from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+import requests
+import urllib3
 
 USER_ENV = "UNDERCLOUD_APPLIANCE_STORE_USER"
 PASSWORD_ENV = "UNDERCLOUD_APPLIANCE_STORE_PASSWORD"
@@ -31,6 +35,53 @@ def url_without_userinfo(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def describe_request_error(error: BaseException | None) -> str:
+    """An HTTP client failure as a short phrase on one line.
+
+    requests and urllib3 wrap the cause in several layers whose messages
+    repeat the URL, which may carry a password: only the cause is named.
+    """
+    if error is None:
+        return "unknown error"
+    if isinstance(error, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError):
+        return "timed out"
+    if isinstance(error, requests.ConnectionError | urllib3.exceptions.HTTPError | OSError):
+        text = " ".join(str(cause) for cause in _causes(error))
+        if "refused" in text:
+            return "connection refused"
+        if "reset" in text:
+            return "connection reset"
+        if any(
+            word in text
+            for word in (
+                "Name or service not known",
+                "name resolution",
+                "nodename nor servname",
+                "resolve",
+            )
+        ):
+            return "host name does not resolve"
+        return "connection failed"
+    if isinstance(error, requests.RequestException):
+        return type(error).__name__
+    # Our own exceptions say what happened without a URL ("HTTP 503").
+    lines = str(error).splitlines()
+    return lines[0][:200] if lines else type(error).__name__
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """``error`` and what it wraps (``reason``, ``__cause__``, ``__context__``)."""
+    causes = [error]
+    while len(causes) < 10:
+        inner = (
+            getattr(causes[-1], "reason", None) or causes[-1].__cause__ or causes[-1].__context__
+        )
+        if not isinstance(inner, BaseException) or inner in causes:
+            break
+        causes.append(inner)
+    return causes
 
 
 def store_credentials(url: str) -> tuple[str, str] | None:

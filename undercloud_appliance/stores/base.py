@@ -1,14 +1,16 @@
-"""The interface every store backend implements.
+"""The interface every store backend implements: the write side ``publish``
+uses and the read side ``fetch`` uses.
 
 Paths are store-relative, '/'-separated strings (``debian-zed/<build-id>``)
 built with ``undercloud_appliance.store_layout``.  A backend only moves
 bytes and names; publishing, promotion and retention rules live in
-``publish.publishing``, ``publish.promotion`` and ``publish.retention`` and
-are the same for every backend.
+``publish.publishing``, ``publish.promotion`` and ``publish.retention``,
+verifying and caching what is read in ``importer.fetch``, and they are the
+same for every backend.
 
 Atomicity contract (docs/publishing.rst):
 
-- ``open_upload`` and ``write_bytes`` targets inside a staging directory
+- ``upload`` and ``write_bytes`` targets inside a staging directory
   (``<release>/.staging/<build-id>.tmp-XXXX``) are invisible until
   ``commit_directory`` renames the whole directory in one step.
 - ``write_bytes`` outside staging replaces a file atomically.
@@ -22,22 +24,21 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from typing import Protocol
 
-from publish.digests import Digests
-
-
-class UploadSink(Protocol):
-    """Where ``copy_with_digests`` writes an upload's chunks."""
-
-    def write(self, chunk: bytes) -> object: ...
-
+from undercloud_appliance.errors import StoreError
+from undercloud_appliance.stores.digests import Digests
 
 #: Per-release directory holding staged builds and label copies.  One known
 #: place (not hidden names scattered in the release) because WebDAV servers
 #: may leave dot-names out of listings; ``prune`` looks here for leftovers.
 STAGING_DIRECTORY = ".staging"
+
+#: ``read_bytes`` refuses larger files: metadata (BUILD_ID, checksums,
+#: manifests, signatures) is small, and a store serving something huge
+#: under such a name must not fill this host's memory.
+SMALL_FILE_LIMIT = 16 * 1024 * 1024
 
 
 def staging_name(final_name: str) -> str:
@@ -56,19 +57,63 @@ def staged_final_name(name: str) -> str | None:
     return stem if separator else None
 
 
+class InterruptedTransfer(Exception):
+    """A download broke off, or the store said "try again": worth resuming.
+
+    ``restart`` says the bytes received so far cannot be continued (the store
+    sent a range other than the one asked for): the next attempt starts at 0.
+    """
+
+    def __init__(self, reason: str, *, restart: bool = False) -> None:
+        super().__init__(reason)
+        self.restart = restart
+
+
+class Download(ABC):
+    """One read of a file, from ``offset`` to its end (``Store.open_download``)."""
+
+    #: Where the bytes ``read`` returns start: the offset asked for, or 0
+    #: when the file is no longer the version ``validator`` named.
+    offset: int
+    #: The whole file's size, when the store tells it.
+    total_size: int | None
+    #: What identifies this version of the file (an ETag, or size and
+    #: modification time); a later resume passes it back.
+    validator: str | None
+
+    @abstractmethod
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; b"" at the end.  InterruptedTransfer if the transfer broke."""
+
+
 class Store(ABC):
     """One store, reachable by ``url``."""
 
     #: The store URL with any password removed: safe for logs and errors.
     display_url: str
 
+    def where(self, path: str) -> str:
+        """``path`` in this store, as error messages name it (no password)."""
+        return f"{self.display_url.rstrip('/')}/{path}"
+
+    # -- reading ------------------------------------------------------------
+
     @abstractmethod
     def list_names(self, path: str) -> list[str]:
         """Names in directory ``path`` (NotFoundError when it does not exist)."""
 
     @abstractmethod
-    def read_bytes(self, path: str) -> bytes:
-        """A small file's content (NotFoundError when it does not exist)."""
+    def read_bytes(self, path: str, limit: int = SMALL_FILE_LIMIT) -> bytes:
+        """A small file's content (NotFoundError when it does not exist,
+        StoreError when it is larger than ``limit`` bytes)."""
+
+    def read_text(self, path: str) -> str:
+        """``read_bytes`` decoded as UTF-8 (undecodable bytes replaced)."""
+        return self.read_bytes(path).decode("utf-8", errors="replace")
+
+    def exists(self, path: str) -> bool:
+        """Whether file ``path`` is in the store."""
+        return self.file_size(path) is not None
 
     @abstractmethod
     def file_size(self, path: str) -> int | None:
@@ -83,12 +128,29 @@ class Store(ABC):
         """sha256 and md5 of ``path`` computed from what the store holds."""
 
     @abstractmethod
+    def open_download(
+        self, path: str, offset: int = 0, validator: str | None = None
+    ) -> AbstractContextManager[Download]:
+        """Read file ``path`` from ``offset`` if it is still the version ``validator``
+        names, else from 0 (``Download.offset`` says which).
+
+        NotFoundError when the file does not exist; InterruptedTransfer for
+        failures a later attempt may get past.
+        """
+
+    # -- writing ------------------------------------------------------------
+
+    @abstractmethod
     def make_staging_directory(self, parent: str, final_name: str) -> str:
         """Create ``<parent>/.staging/<final_name>.tmp-XXXX`` (and its parents); return it."""
 
     @abstractmethod
-    def open_upload(self, path: str, size: int) -> AbstractContextManager[UploadSink]:
-        """Write ``size`` bytes to ``path``; complete only when the context exits cleanly."""
+    def upload(self, path: str, chunks: Iterable[bytes], size: int) -> None:
+        """Write the ``size`` bytes ``chunks`` yields to ``path``, streaming them.
+
+        Returns once the store has all of them; NetworkError when the
+        connection failed (a new upload may succeed), StoreError otherwise.
+        """
 
     @abstractmethod
     def write_bytes(self, path: str, content: bytes) -> None:
@@ -127,3 +189,10 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default has nothing to release."""
+
+
+def refuse_large(store: Store, path: str, content: bytes, limit: int) -> bytes:
+    """``content`` (read with a limit of ``limit + 1`` bytes) unless it exceeds ``limit``."""
+    if len(content) > limit:
+        raise StoreError(f"{store.where(path)}: larger than {limit} bytes")
+    return content

@@ -1,8 +1,10 @@
 """``undercloud-appliance``: one command line, three packages behind it.
 
-This module is the composition root: it asks ``builders``, ``publish`` and
-``importer`` to register their subcommands and turns the project's errors
-into one line on stderr and a non-zero exit code.
+This package is the composition root, the only code that imports
+``builders``, ``publish`` and ``importer`` together: it asks each to register
+its subcommands and turns the project's errors into one line on stderr and a
+non-zero exit code.  It lives outside ``undercloud_appliance`` (the shared
+contracts) so that the contracts import nothing above them.
 """
 
 from __future__ import annotations

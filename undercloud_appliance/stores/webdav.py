@@ -1,6 +1,15 @@
 """``http(s)://`` store: a WebDAV server (tested against nginx dav + dav-ext).
 
+Reading needs only GET and HEAD, so any HTTP server that serves the tree
+(nginx, Apache, ``python -m http.server``) is a store to fetch from.
+
+- Downloads: GET, resumed with ``Range`` + ``If-Range`` (the ETag, else
+  Last-Modified, of the first response); a server whose file changed
+  answers ``200`` with the whole file and the download restarts from 0.
+  Bodies are requested with ``Accept-Encoding: identity``: the bytes
+  hashed are the bytes published.
 - Uploads: PUT under a temporary name, HEAD to check the size, MOVE.
+  The image's PUT body is a generator over the chunks being hashed.
   A build is staged as a hidden collection and MOVEd to its final name.
 - Labels: WebDAV has no symlinks, so a label is a server-side COPY of the
   build collection.  The COPY goes to ``<release>/.staging/`` and is
@@ -21,22 +30,18 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
-import tenacity
+import urllib3
 
-from publish.digests import Digests, copy_with_digests
-from publish.stores.base import STAGING_DIRECTORY, Store, staging_name, temporary_name
-from publish.stores.credentials import redact_url, store_credentials, url_without_userinfo
 from undercloud_appliance.errors import (
     ApplianceError,
     ChecksumError,
@@ -44,6 +49,24 @@ from undercloud_appliance.errors import (
     NotFoundError,
     StoreError,
 )
+from undercloud_appliance.retry_policies import transient_failures
+from undercloud_appliance.stores.base import (
+    SMALL_FILE_LIMIT,
+    STAGING_DIRECTORY,
+    Download,
+    InterruptedTransfer,
+    Store,
+    refuse_large,
+    staging_name,
+    temporary_name,
+)
+from undercloud_appliance.stores.credentials import (
+    describe_request_error,
+    redact_url,
+    store_credentials,
+    url_without_userinfo,
+)
+from undercloud_appliance.stores.digests import Digests, copy_with_digests
 
 log = logging.getLogger(__name__)
 
@@ -86,37 +109,7 @@ class _TransientStatus(Exception):
         self.response = response
 
 
-def _retrying() -> tenacity.Retrying:
-    return tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS)
-        | tenacity.stop_after_delay(RETRY_BUDGET_SECONDS),
-        wait=tenacity.wait_exponential(multiplier=0.25, max=8),
-        retry=tenacity.retry_if_exception_type(
-            (requests.ConnectionError, requests.Timeout, _TransientStatus)
-        ),
-        before_sleep=lambda state: log.info(
-            "store request failed (%s), retrying", _reason(state.outcome.exception())
-        ),
-        reraise=True,
-    )
-
-
-def _reason(error: BaseException | None) -> str:
-    """A short cause without URLs (which could carry credentials)."""
-    if isinstance(error, _TransientStatus):
-        return str(error)
-    if isinstance(error, requests.Timeout):
-        return "timed out"
-    if isinstance(error, requests.ConnectionError):
-        text = str(error)
-        if "refused" in text:
-            return "connection refused"
-        if "reset" in text:
-            return "connection reset"
-        if "Name or service not known" in text or "resolve" in text:
-            return "host name does not resolve"
-        return "connection failed"
-    return type(error).__name__
+_TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout, _TransientStatus)
 
 
 class WebDavStore(Store):
@@ -127,6 +120,8 @@ class WebDavStore(Store):
         self.session = requests.Session()
         self.session.auth = store_credentials(url)
         self.session.headers["User-Agent"] = "undercloud-appliance"
+        # Hash exactly the bytes that were published: no transparent gzip.
+        self.session.headers["Accept-Encoding"] = "identity"
 
     def close(self) -> None:
         self.session.close()
@@ -137,9 +132,6 @@ class WebDavStore(Store):
         url = self.base_url + quote(path.strip("/"))
         return url + "/" if collection and path else url
 
-    def _where(self, path: str) -> str:
-        return f"{self.display_url.rstrip('/')}/{path}"
-
     def _request(
         self,
         method: str,
@@ -149,35 +141,48 @@ class WebDavStore(Store):
         ok: tuple[int, ...] = (200, 201, 204, 207),
         allow: tuple[int, ...] = (),
         session: requests.Session | None = None,
+        retry: bool = True,
         **kwargs: Any,
     ) -> requests.Response:
-        """Send one request, retrying transient failures; map errors to ours."""
+        """Send one request, retrying transient failures unless ``retry`` is
+        False; map errors to ours."""
         session = session or self.session
         url = self._url(path, collection)
         kwargs.setdefault("timeout", TIMEOUT)
+        retrying = transient_failures(
+            _TRANSIENT_ERRORS,
+            RETRY_ATTEMPTS if retry else 1,
+            budget_seconds=RETRY_BUDGET_SECONDS,
+            what="store request",
+            describe=describe_request_error,
+        )
         try:
-            for attempt in _retrying():
+            for attempt in retrying:
                 with attempt:
                     response = session.request(method, url, **kwargs)
                     if response.status_code in TRANSIENT_STATUS:
+                        response.close()
                         raise _TransientStatus(response)
-        except (requests.ConnectionError, requests.Timeout, _TransientStatus) as error:
+        except _TRANSIENT_ERRORS as error:
+            after = " after retries" if retry else ""
             raise NetworkError(
-                f"{self._where(path)}: {method} failed after retries: {_reason(error)}"
+                f"{self.where(path)}: {method} failed{after}: {describe_request_error(error)}"
             ) from None
         except requests.RequestException as error:
-            raise NetworkError(f"{self._where(path)}: {method} failed: {_reason(error)}") from None
+            raise NetworkError(
+                f"{self.where(path)}: {method} failed: {describe_request_error(error)}"
+            ) from None
         status = response.status_code
         if status in ok or status in allow:
             return response
         if status in (401, 403):
             raise StoreError(
-                f"{self._where(path)}: {method} refused (HTTP {status}): check "
+                f"{self.where(path)}: {method} refused (HTTP {status}): check "
                 "UNDERCLOUD_APPLIANCE_STORE_USER/PASSWORD or ~/.netrc"
             )
         if status == 404:
-            raise NotFoundError(f"{self._where(path)}: not found in the store")
-        raise StoreError(f"{self._where(path)}: {method} failed: HTTP {status} {response.reason}")
+            raise NotFoundError(f"{self.where(path)}: not found in the store")
+        raise StoreError(f"{self.where(path)}: {method} failed: HTTP {status} {response.reason}")
 
     def _destination(self, path: str, collection: bool = False) -> str:
         return self._url(path, collection)
@@ -200,7 +205,7 @@ class WebDavStore(Store):
         response = self._request("MKCOL", path, collection=True, allow=(405, 409))
         if response.status_code == 409:
             raise NotFoundError(
-                f"{self._where(path)}: cannot create: its parent collection does not exist"
+                f"{self.where(path)}: cannot create: its parent collection does not exist"
             )
 
     # -- Store ------------------------------------------------------------
@@ -217,8 +222,15 @@ class WebDavStore(Store):
                 names.append(href_path.rsplit("/", 1)[-1])
         return sorted(names)
 
-    def read_bytes(self, path: str) -> bytes:
-        return self._request("GET", path, ok=(200,)).content
+    def read_bytes(self, path: str, limit: int = SMALL_FILE_LIMIT) -> bytes:
+        with self._request("GET", path, ok=(200,), stream=True) as response:
+            try:
+                content = response.raw.read(limit + 1, decode_content=False)
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                raise NetworkError(
+                    f"{self.where(path)}: GET failed: {describe_request_error(error)}"
+                ) from None
+        return refuse_large(self, path, content, limit)
 
     def file_size(self, path: str) -> int | None:
         response = self._request("HEAD", path, ok=(200,), allow=(404,))
@@ -243,8 +255,29 @@ class WebDavStore(Store):
                 return copy_with_digests(response.raw)
             except (requests.RequestException, OSError) as error:
                 raise NetworkError(
-                    f"{self._where(path)}: download failed: {_reason(error)}"
+                    f"{self.where(path)}: download failed: {describe_request_error(error)}"
                 ) from None
+
+    @contextmanager
+    def open_download(
+        self, path: str, offset: int = 0, validator: str | None = None
+    ) -> Iterator[Download]:
+        resume = offset and validator
+        headers = {"Range": f"bytes={offset}-", "If-Range": validator} if resume else {}
+        try:
+            # One try: the caller retries, resuming from what arrived.
+            response = self._request(
+                "GET", path, ok=(200, 206), allow=(416,), retry=False, stream=True, headers=headers
+            )
+        except NetworkError as error:
+            raise InterruptedTransfer(str(error)) from None
+        with response:
+            if response.status_code == 416:
+                # What we hold is longer than the file: it cannot be a prefix of it.
+                raise InterruptedTransfer("HTTP 416 (partial larger than the file)", restart=True)
+            if response.status_code == 206 and not _range_starts_at(response, offset):
+                raise InterruptedTransfer("server sent a different byte range", restart=True)
+            yield _HttpDownload(response, offset if response.status_code == 206 else 0)
 
     def make_staging_directory(self, parent: str, final_name: str) -> str:
         if self._request("PROPFIND", "", headers={"Depth": "0"}, allow=(404,)).status_code == 404:
@@ -257,43 +290,22 @@ class WebDavStore(Store):
         self._request("MKCOL", staging, collection=True, ok=(201,))
         return staging
 
-    @contextmanager
-    def open_upload(self, path: str, size: int) -> Iterator[_StreamingBody]:
-        body = _StreamingBody(size)
-        outcome: dict[str, Any] = {}
-
-        def put() -> None:
-            try:
-                outcome["response"] = self.session.put(self._url(path), data=body, timeout=TIMEOUT)
-            except BaseException as error:
-                outcome["error"] = error
-            finally:
-                body.consumer_done.set()
-
-        sender = threading.Thread(target=put, name="webdav-put", daemon=True)
-        sender.start()
+    def upload(self, path: str, chunks: Iterable[bytes], size: int) -> None:
+        body = _SizedBody(chunks, size)
         try:
-            yield body
-            body.finish()
-        except ConnectionAbortedError:
-            # The request ended before the body was sent: report why below.
-            sender.join(timeout=30)
-            if not outcome:
-                raise NetworkError(f"{self._where(path)}: upload failed") from None
-        except BaseException:
-            body.abort()
-            sender.join(timeout=30)
-            raise
-        sender.join()
-        if "error" in outcome:
+            response = self.session.put(self._url(path), data=body, timeout=TIMEOUT)
+        except requests.RequestException as error:
+            if body.source_error is not None:
+                raise body.source_error from None
             raise NetworkError(
-                f"{self._where(path)}: upload failed: {_reason(outcome['error'])}"
+                f"{self.where(path)}: upload failed: {describe_request_error(error)}"
             ) from None
-        status = outcome["response"].status_code
+        response.close()
+        status = response.status_code
         if status in TRANSIENT_STATUS:
-            raise NetworkError(f"{self._where(path)}: upload failed: HTTP {status}")
+            raise NetworkError(f"{self.where(path)}: upload failed: HTTP {status}")
         if status not in (200, 201, 204):
-            raise StoreError(f"{self._where(path)}: upload failed: HTTP {status}")
+            raise StoreError(f"{self.where(path)}: upload failed: HTTP {status}")
 
     def write_bytes(self, path: str, content: bytes) -> None:
         parent, _, name = path.rpartition("/")
@@ -306,11 +318,11 @@ class WebDavStore(Store):
         # A plain WebDAV server cannot hash for us; HEAD tells what it stored.
         actual = self.file_size(path)
         if actual != size:
-            raise ChecksumError(f"{self._where(path)}: store holds {actual} bytes, expected {size}")
+            raise ChecksumError(f"{self.where(path)}: store holds {actual} bytes, expected {size}")
 
     def commit_directory(self, staging: str, final: str) -> None:
         if self._move(staging, final, collection=True, overwrite=False) == 412:
-            raise StoreError(f"{self._where(final)}: already exists in the store")
+            raise StoreError(f"{self.where(final)}: already exists in the store")
 
     def remove_tree(self, path: str) -> None:
         self._request("DELETE", path, collection=True, headers={"Depth": "infinity"}, allow=(404,))
@@ -372,13 +384,13 @@ class WebDavStore(Store):
             )
             if response.status_code in (405, 501):
                 raise StoreError(
-                    f"{self._where(path)}: the server does not support WebDAV LOCK, "
+                    f"{self.where(path)}: the server does not support WebDAV LOCK, "
                     "so label changes cannot be serialised"
                 )
             if response.status_code != 423:
                 break
             if time.monotonic() > deadline:
-                raise StoreError(f"{self._where(path)}: still locked after {LOCK_WAIT_SECONDS}s")
+                raise StoreError(f"{self.where(path)}: still locked after {LOCK_WAIT_SECONDS}s")
             time.sleep(0.2)
         token = response.headers.get("Lock-Token", "")
         granted = _granted_timeout(response.content) or _lock_timeout()
@@ -415,62 +427,75 @@ class WebDavStore(Store):
                         session=session,
                     )
                 except ApplianceError as error:
-                    log.warning("could not refresh the lock on %s: %s", self._where(path), error)
+                    log.warning("could not refresh the lock on %s: %s", self.where(path), error)
 
 
-class _StreamingBody:
-    """A PUT body fed chunk by chunk from another thread.
+class _SizedBody:
+    """A PUT body: the generator ``chunks``, sent with Content-Length ``size``.
 
-    ``requests`` sends it with a Content-Length (from ``__len__``) while
-    iterating; ``write`` is what ``copy_with_digests`` calls.
+    requests sends an iterable that has a length as it comes (without one
+    it would switch to chunked encoding, which not every WebDAV server
+    takes).  A failure while producing the chunks (reading the local
+    image) is kept: the HTTP client reports it as a connection error.
     """
 
-    _END = object()
-    _ABORT = object()
-
-    def __init__(self, size: int) -> None:
+    def __init__(self, chunks: Iterable[bytes], size: int) -> None:
+        self.chunks = chunks
         self.size = size
-        self.chunks: queue.Queue[Any] = queue.Queue(maxsize=4)
-        self.consumer_done = threading.Event()
+        self.source_error: Exception | None = None
 
     def __len__(self) -> int:
         return self.size
 
     def __iter__(self) -> Iterator[bytes]:
+        source = iter(self.chunks)
         while True:
-            chunk = self.chunks.get()
-            if chunk is self._END:
+            try:
+                chunk = next(source)
+            except StopIteration:
                 return
-            if chunk is self._ABORT:
-                # Raising makes the HTTP client drop the connection instead of
-                # leaving the server waiting for the rest of the body.
-                raise ConnectionAbortedError("upload aborted")
+            except Exception as error:
+                self.source_error = error
+                raise
             yield chunk
 
-    def write(self, chunk: bytes) -> None:
-        self._put(chunk)
 
-    def finish(self) -> None:
-        self._put(self._END)
+class _HttpDownload(Download):
+    """The body of a GET (``stream=True``) as it arrives."""
 
-    def abort(self) -> None:
-        # Make room if needed: the sender must see the abort, not wait forever.
-        while True:
-            try:
-                self.chunks.put_nowait(self._ABORT)
-                return
-            except queue.Full:
-                with suppress(queue.Empty):
-                    self.chunks.get_nowait()
+    def __init__(self, response: requests.Response, offset: int) -> None:
+        self.response = response
+        self.offset = offset
+        self.position = offset
+        self.total_size = _total_size(response, offset)
+        self.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
 
-    def _put(self, item: object) -> None:
-        while True:
-            if self.consumer_done.is_set():
-                # The request ended early (the server answered or failed);
-                # the caller learns why when the upload context exits.
-                raise ConnectionAbortedError("the store stopped reading the upload")
-            try:
-                self.chunks.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+    def read(self, size: int) -> bytes:
+        try:
+            chunk = self.response.raw.read(size, decode_content=False)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise InterruptedTransfer(
+                f"connection lost after {self.position} bytes: {type(error).__name__}"
+            ) from None
+        self.position += len(chunk)
+        return chunk
+
+
+def _range_starts_at(response: requests.Response, offset: int) -> bool:
+    content_range = response.headers.get("Content-Range", "")
+    # "bytes 1000-1999/2000"
+    try:
+        start = int(content_range.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return False
+    return start == offset
+
+
+def _total_size(response: requests.Response, offset: int) -> int | None:
+    if response.status_code == 206:
+        try:
+            return int(response.headers["Content-Range"].rsplit("/", 1)[1])
+        except (KeyError, IndexError, ValueError):
+            return None
+    length = response.headers.get("Content-Length")
+    return offset + int(length) if length and length.isdigit() else None

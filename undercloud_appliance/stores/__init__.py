@@ -1,4 +1,10 @@
-"""Store backends, chosen by URL scheme.  See publish/stores/base.py."""
+"""Store backends, chosen by URL scheme: ``open_store(url)``.
+
+``publish`` writes stores and ``importer`` reads them, both only through
+the interface in ``base.py``; each backend is one module with both sides:
+``file.py`` (``file://``), ``webdav.py`` (``http(s)://``: WebDAV, or any
+plain HTTP server for reading) and ``rsync_ssh.py`` (``ssh://``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,9 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from publish.stores.base import Store
-from publish.stores.credentials import redact_url
 from undercloud_appliance.errors import StoreError
+from undercloud_appliance.stores.base import Store
+from undercloud_appliance.stores.credentials import redact_url
 
 STORE_ENV = "UNDERCLOUD_APPLIANCE_STORE"
 SCHEMES = ("file://", "http://", "https://", "ssh://")
@@ -31,7 +37,7 @@ def open_store(url: str | None) -> Store:
     url = url or default_store_url()
     scheme = urlsplit(url).scheme.lower()
     if scheme == "file":
-        from publish.stores.file import FileStore
+        from undercloud_appliance.stores.file import FileStore
 
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
@@ -44,11 +50,11 @@ def open_store(url: str | None) -> Store:
             root.mkdir(parents=True, exist_ok=True)
         return FileStore(root, redact_url(url))
     if scheme in ("http", "https"):
-        from publish.stores.webdav import WebDavStore
+        from undercloud_appliance.stores.webdav import WebDavStore
 
         return WebDavStore(url)
     if scheme == "ssh":
-        from publish.stores.rsync_ssh import RsyncSshStore
+        from undercloud_appliance.stores.rsync_ssh import RsyncSshStore
 
         return RsyncSshStore(url)
     shown = scheme or "none"

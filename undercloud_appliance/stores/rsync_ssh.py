@@ -1,5 +1,9 @@
 """``ssh://[user@]host[:port]/abs/path`` store: rsync and a POSIX shell over ssh.
 
+- Small files are read with ``head -c`` (capped), the image with
+  ``tail -c +OFFSET`` after a first line giving the file's size and version
+  (size, mtime, inode): a download resumes where it broke off while the
+  file is the same version, and restarts from 0 otherwise.
 - The image is streamed through ``ssh host 'cat > <staging>/undercloud.qcow2'``
   so its sha256 and md5 are computed in the same (only) local read pass;
   the server then checks the size and runs ``sha256sum`` on what it holds.
@@ -22,23 +26,31 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-import tenacity
-
-from publish.digests import Digests
-from publish.stores.base import STAGING_DIRECTORY, Store, staging_name, temporary_name
-from publish.stores.credentials import redact_url
 from undercloud_appliance.errors import (
     ChecksumError,
     NetworkError,
     NotFoundError,
     StoreError,
 )
+from undercloud_appliance.retry_policies import transient_failures
+from undercloud_appliance.stores.base import (
+    SMALL_FILE_LIMIT,
+    STAGING_DIRECTORY,
+    Download,
+    InterruptedTransfer,
+    Store,
+    refuse_large,
+    staging_name,
+    temporary_name,
+)
+from undercloud_appliance.stores.credentials import redact_url
+from undercloud_appliance.stores.digests import Digests
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +78,6 @@ def _last_line(stderr: bytes | str | None) -> str:
     return lines[-1] if lines else "no error message"
 
 
-def _retrying() -> tenacity.Retrying:
-    return tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
-        wait=tenacity.wait_exponential(multiplier=0.25, max=8),
-        retry=tenacity.retry_if_exception_type(_SshTransient),
-        before_sleep=lambda state: log.info(
-            "ssh to the store failed (%s), retrying", state.outcome.exception()
-        ),
-        reraise=True,
-    )
-
-
 class RsyncSshStore(Store):
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -100,9 +100,6 @@ class RsyncSshStore(Store):
 
     def _remote(self, path: str) -> str:
         return shlex.quote(f"{self.root}/{path}" if path else self.root)
-
-    def _where(self, path: str) -> str:
-        return f"{self.display_url.rstrip('/')}/{path}"
 
     def _ssh_argv(self) -> list[str]:
         port = ["-p", str(self.port)] if self.port else []
@@ -138,7 +135,9 @@ class RsyncSshStore(Store):
         """Run ``script`` with the server's shell; retry when ssh could not connect."""
         argv = [*self._ssh_argv(), "--", self.destination, script]
         try:
-            for attempt in _retrying():
+            for attempt in transient_failures(
+                _SshTransient, RETRY_ATTEMPTS, what="ssh to the store"
+            ):
                 with attempt:
                     result = subprocess.run(argv, input=stdin, capture_output=True, check=False)
                     if result.returncode == SSH_FAILED:
@@ -157,21 +156,22 @@ class RsyncSshStore(Store):
 
     def list_names(self, path: str) -> list[str]:
         result = self._run(
-            f"cd {self._remote(path)} 2>/dev/null || exit {MISSING}; ls -A", self._where(path)
+            f"cd {self._remote(path)} 2>/dev/null || exit {MISSING}; ls -A", self.where(path)
         )
         return sorted(name for name in result.stdout.decode().splitlines() if name)
 
-    def read_bytes(self, path: str) -> bytes:
+    def read_bytes(self, path: str, limit: int = SMALL_FILE_LIMIT) -> bytes:
         remote = self._remote(path)
-        return self._run(
-            f"test -f {remote} || exit {MISSING}; cat {remote}", self._where(path)
+        content = self._run(
+            f"test -f {remote} || exit {MISSING}; head -c {limit + 1} {remote}", self.where(path)
         ).stdout
+        return refuse_large(self, path, content, limit)
 
     def file_size(self, path: str) -> int | None:
         remote = self._remote(path)
         try:
             result = self._run(
-                f"test -f {remote} || exit {MISSING}; stat -L -c %s {remote}", self._where(path)
+                f"test -f {remote} || exit {MISSING}; stat -L -c %s {remote}", self.where(path)
             )
         except NotFoundError:
             return None
@@ -182,7 +182,7 @@ class RsyncSshStore(Store):
         try:
             result = self._run(
                 f"test -e {remote} || test -L {remote} || exit {MISSING}; stat -c %Y {remote}",
-                self._where(path),
+                self.where(path),
             )
         except NotFoundError:
             return None
@@ -193,10 +193,38 @@ class RsyncSshStore(Store):
         result = self._run(
             f"test -f {remote} || exit {MISSING}; stat -L -c %s {remote} && "
             f"sha256sum < {remote} && md5sum < {remote}",
-            self._where(path),
+            self.where(path),
         )
         size, sha256, md5 = (line.split()[0] for line in result.stdout.decode().splitlines())
         return Digests(size=int(size), sha256=sha256, md5=md5)
+
+    @contextmanager
+    def open_download(
+        self, path: str, offset: int = 0, validator: str | None = None
+    ) -> Iterator[Download]:
+        remote = self._remote(path)
+        # First line: the file's version and where the bytes start; then the bytes.
+        script = (
+            f"test -f {remote} || exit {MISSING}; "
+            f"version=$(stat -L -c %s-%Y-%i {remote}) || exit 1; start=0; "
+            f'[ "$version" = {shlex.quote(validator or "")} ] && start={int(offset)}; '
+            f'echo "$version $start"; exec tail -c +$((start + 1)) {remote}'
+        )
+        argv = [*self._ssh_argv(), "--", self.destination, script]
+        with tempfile.TemporaryFile() as stderr:
+            try:
+                process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr)
+            except FileNotFoundError:
+                raise StoreError(f"{self.ssh_command[0]}: ssh client not found") from None
+            assert process.stdout is not None
+            try:
+                download = _SshDownload(process, stderr, self.where(path))
+                yield download
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+                process.stdout.close()
 
     def make_staging_directory(self, parent: str, final_name: str) -> str:
         staging = f"{parent}/{STAGING_DIRECTORY}/{staging_name(final_name)}"
@@ -205,20 +233,20 @@ class RsyncSshStore(Store):
                 f"test -d {self._remote('')} || exit {MISSING}; "
                 f"mkdir -p {self._remote(f'{parent}/{STAGING_DIRECTORY}')} && "
                 f"mkdir {self._remote(staging)}",
-                self._where(parent),
+                self.where(parent),
             )
         except NotFoundError:
             raise NotFoundError(f"{self.display_url}: store directory does not exist") from None
         return staging
 
-    @contextmanager
-    def open_upload(self, path: str, size: int) -> Iterator[IO[bytes]]:
+    def upload(self, path: str, chunks: Iterable[bytes], size: int) -> None:
         argv = [*self._ssh_argv(), "--", self.destination, f"cat > {self._remote(path)}"]
         with tempfile.TemporaryFile() as stderr:
             process = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=stderr)
             assert process.stdin is not None
             try:
-                yield process.stdin
+                for chunk in chunks:
+                    process.stdin.write(chunk)
                 process.stdin.close()
             except BrokenPipeError:
                 pass  # ssh ended early: its exit code and stderr say why
@@ -231,7 +259,7 @@ class RsyncSshStore(Store):
                 stderr.seek(0)
                 cause = _last_line(stderr.read())
                 error = NetworkError if returncode == SSH_FAILED else StoreError
-                raise error(f"{self._where(path)}: upload failed: {cause}")
+                raise error(f"{self.where(path)}: upload failed: {cause}")
 
     def write_bytes(self, path: str, content: bytes) -> None:
         directory, _, name = path.rpartition("/")
@@ -253,9 +281,11 @@ class RsyncSshStore(Store):
                 f"{local}/",
                 f"{self.destination}:{self.root}/{directory}/",
             ]
-            where = self._where(directory)
+            where = self.where(directory)
             try:
-                for attempt in _retrying():
+                for attempt in transient_failures(
+                    _SshTransient, RETRY_ATTEMPTS, what="ssh to the store"
+                ):
                     with attempt:
                         result = subprocess.run(argv, capture_output=True, check=False)
                         if result.returncode in RSYNC_NETWORK_CODES:
@@ -272,11 +302,11 @@ class RsyncSshStore(Store):
         actual_size = digests.size if digests else self.file_size(path)
         if actual_size != size:
             raise ChecksumError(
-                f"{self._where(path)}: store holds {actual_size} bytes, expected {size}"
+                f"{self.where(path)}: store holds {actual_size} bytes, expected {size}"
             )
         if digests and digests.sha256 != sha256:
             raise ChecksumError(
-                f"{self._where(path)}: sha256 on the store is {digests.sha256}, expected {sha256}"
+                f"{self.where(path)}: sha256 on the store is {digests.sha256}, expected {sha256}"
             )
 
     def commit_directory(self, staging: str, final: str) -> None:
@@ -285,14 +315,14 @@ class RsyncSshStore(Store):
         result = self._run(
             f"test -e {target} && exit {EXISTS}; sync {source}/* 2>/dev/null; "
             f"mv -T {source} {target}",
-            self._where(final),
+            self.where(final),
             ok=(0, EXISTS),
         )
         if result.returncode == EXISTS:
-            raise StoreError(f"{self._where(final)}: already exists in the store")
+            raise StoreError(f"{self.where(final)}: already exists in the store")
 
     def remove_tree(self, path: str) -> None:
-        self._run(f"rm -rf {self._remote(path)}", self._where(path))
+        self._run(f"rm -rf {self._remote(path)}", self.where(path))
 
     def point_label(self, release: str, label: str, build_id: str) -> str | None:
         release_dir = self._remote(release)
@@ -311,9 +341,9 @@ fi
 ln -s {build} {temporary} && mv -T {temporary} {name} || exit 1
 printf '%s\\n' "$old"
 """
-        result = self._run(script, self._where(f"{release}/{label}"), ok=(0, NOT_A_LABEL))
+        result = self._run(script, self.where(f"{release}/{label}"), ok=(0, NOT_A_LABEL))
         if result.returncode == NOT_A_LABEL:
-            raise StoreError(f"{self._where(f'{release}/{label}')}: exists and is not a symlink")
+            raise StoreError(f"{self.where(f'{release}/{label}')}: exists and is not a symlink")
         return result.stdout.decode().strip() or None
 
     @contextmanager
@@ -336,9 +366,53 @@ printf '%s\\n' "$old"
                     process.wait()
                     stderr.seek(0)
                     raise NetworkError(
-                        f"{self._where(release)}: cannot take the lock: {_last_line(stderr.read())}"
+                        f"{self.where(release)}: cannot take the lock: {_last_line(stderr.read())}"
                     )
                 yield
             finally:
                 process.stdin.close()
                 process.wait()
+
+
+class _SshDownload(Download):
+    """The output of the ``open_download`` script, after its first line."""
+
+    def __init__(self, process: subprocess.Popen, stderr: IO[bytes], where: str) -> None:
+        assert process.stdout is not None
+        self.process = process
+        self.stdout = process.stdout
+        self.stderr = stderr
+        self.where = where
+        self.position = 0
+        header = self.stdout.readline().decode(errors="replace").split()
+        if len(header) != 2:
+            self._check_exit()
+            raise StoreError(f"{where}: unexpected answer from the store's shell")
+        self.validator, start = header
+        self.offset = self.position = int(start)
+        self.total_size = int(self.validator.split("-")[0])
+
+    def read(self, size: int) -> bytes:
+        try:
+            chunk = self.stdout.read(size)
+        except OSError as error:
+            raise InterruptedTransfer(
+                f"ssh output lost after {self.position} bytes: {error.strerror}"
+            ) from None
+        if not chunk:
+            self._check_exit()
+        self.position += len(chunk)
+        return chunk
+
+    def _check_exit(self) -> None:
+        """At the end of the output: raise unless the remote side succeeded."""
+        returncode = self.process.wait()
+        if returncode == 0:
+            return
+        self.stderr.seek(0)
+        cause = _last_line(self.stderr.read())
+        if returncode == MISSING:
+            raise NotFoundError(f"{self.where}: not found in the store")
+        if returncode == SSH_FAILED:
+            raise InterruptedTransfer(f"ssh failed after {self.position} bytes: {cause}")
+        raise StoreError(f"{self.where}: {cause}")

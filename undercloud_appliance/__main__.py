@@ -1,5 +1,0 @@
-import sys
-
-from undercloud_appliance.cli import main
-
-sys.exit(main())

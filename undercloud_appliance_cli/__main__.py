@@ -1,0 +1,5 @@
+import sys
+
+from undercloud_appliance_cli import main
+
+sys.exit(main())
