@@ -8,6 +8,7 @@ and random edits of a valid profile.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from builders.profiles import load_profile, validate_profile_statically
+from builders.profiles.settings import SETTINGS
 from builders.profiles.show import profile_as_json, profile_as_yaml
 from tests.unit.test_profiles_fixtures import MINIMAL_RELEASE, make_profiles_dir
 from undercloud_appliance.errors import ProfileError
@@ -28,42 +30,11 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-# Setting names the structures draw keys from, so inputs reach deep checks.
-KEYS = [
-    "extends",
-    "release",
-    "name",
-    "description",
-    "distro",
-    "family",
-    "base_element",
-    "mirror",
-    "puddle",
-    "package_manager",
-    "base_url",
-    "id_pattern",
-    "default",
-    "repos",
-    "url",
-    "suite",
-    "components",
-    "trusted",
-    "type",
-    "gpgcheck",
-    "priority",
-    "labels",
-    "pattern",
-    "undercloud",
-    "packages",
-    "install_commands",
-    "image",
-    "size_gib",
-    "hostname",
-    "kernel_args",
-    "elements",
-    "environment",
-    "DIB_RELEASE",
-]
+# Setting names the structures draw keys from, so inputs reach deep checks:
+# every part of every key in the settings table (``puddle.repos[].url`` gives
+# ``puddle``, ``repos`` and ``url``), and a key of the ``environment`` map.
+SETTING_NAMES = {part for entry in SETTINGS for part in re.split(r"\[\]\.?|\.", entry.key) if part}
+KEYS = [*sorted(SETTING_NAMES), "DIB_RELEASE"]
 SCALAR_TEXT = [
     "debian",
     "centos",
