@@ -3,9 +3,8 @@
 A build is published with ``publish --sign-key`` (a GPG key made here in a
 temporary GNUPGHOME) to a store started here, then fetched with
 ``fetch --trusted-key FINGERPRINT``, which checks SHA256SUMS.sig against
-that key, and, over WebDAV, imported and booted under libvirt.  Stores:
-nginx with WebDAV, and sshd with rsync (``ssh://``).  One real import only
-(a TCG boot costs minutes): over ssh the build is fetched and verified.
+that key, then imported and booted under libvirt.  Stores: nginx with
+WebDAV, and sshd with rsync (``ssh://``).
 
 A signature by another key in the keyring (a good signature, but not by
 the trusted key) is refused by fetch with one line, and nothing is cached.
@@ -196,24 +195,23 @@ def test_a_signature_by_another_key_is_refused(
 
 
 @pytest.mark.slow
-def test_signed_publish_over_webdav_is_imported(
-    signing_keys: SigningKeys, appliance_build: Path, tmp_path: Path
+def test_signed_publish_is_imported(
+    store: Store, signing_keys: SigningKeys, appliance_build: Path, tmp_path: Path
 ) -> None:
     manifest = manifest_of(appliance_build)
     release, build_id = manifest["release"], manifest["build_id"]
     cache, workdir = tmp_path / "cache", tmp_path / "work"
     workdir.mkdir()
     env = signing_keys.env(
+        **store.env,
         UNDERCLOUD_APPLIANCE_CACHE=str(cache),
         UNDERCLOUD_APPLIANCE_STATE=str(tmp_path / "state"),
     )
-    name = appliance_name_for_test("publish-import")
-    (tmp_path / "store").mkdir()
-    with running_libvirtd() as uri, NginxServer(tmp_path / "store", dav=True) as server:
+    name = appliance_name_for_test(f"publish-import-{store.kind}")
+    with running_libvirtd() as uri:
         assert libvirt_domain.lookup(libvirt_domain.connect(uri), name) is None, (
             f"a domain named {name!r} already exists on this host"
         )
-        store = Store("webdav", f"{server.url}/")
         publish(store, signing_keys, appliance_build, signing_keys.trusted)
         fetched = json.loads(fetch(store, signing_keys, cache, appliance_build).stdout)
         assert fetched["sha256"] == manifest["image"]["sha256"]
