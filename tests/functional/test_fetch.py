@@ -24,6 +24,7 @@ import requests
 
 from tests.conftest import run_cli
 from tests.support.fake_build import make_fake_build
+from tests.support.gpg_keys import gnupg_env, make_signing_key, stop_gpg_agent
 from tests.support.nginx import NginxServer
 from tests.support.requirements import skip_or_fail
 from tests.support.sshd import SshServer
@@ -293,38 +294,12 @@ def gnupg_home(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
         skip_or_fail("gpg is not installed (scripts/host-packages.txt: gnupg)")
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
-    env = {**os.environ, "GNUPGHOME": str(home)}
-    subprocess.run(
-        [
-            "gpg",
-            "--batch",
-            "--passphrase",
-            "",
-            "--quick-gen-key",
-            "store@example.invalid",
-            "ed25519",
-            "sign",
-            "never",
-        ],
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=60,
-    )
-    listing = subprocess.run(
-        ["gpg", "--batch", "--with-colons", "--list-keys"],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    ).stdout
-    fingerprint = next(
-        line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr")
-    )
+    env = gnupg_env(home)
+    fingerprint = make_signing_key(home, "store@example.invalid", expires="never")
     try:
         yield env, fingerprint
     finally:
-        subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False, capture_output=True)
+        stop_gpg_agent(home)
 
 
 def test_signed_sums_are_checked_against_the_trusted_key(

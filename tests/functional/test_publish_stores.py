@@ -21,6 +21,7 @@ import requests
 
 from tests.conftest import run_cli
 from tests.support.fake_build import make_fake_build
+from tests.support.gpg_keys import gnupg_env, make_signing_key
 from tests.support.nginx import NginxServer
 from tests.support.sshd import SshServer
 from undercloud_appliance.manifest import new_build_id
@@ -178,23 +179,8 @@ def test_publish_promote_prune_list(store: StoreUnderTest, builds: list[Path]) -
 def test_signed_publish_verifies_with_gpg(store: StoreUnderTest, tmp_path: Path) -> None:
     gnupghome = tmp_path / "gnupg"
     gnupghome.mkdir(mode=0o700)
-    env = {**os.environ, "GNUPGHOME": str(gnupghome)}
-    subprocess.run(
-        [
-            "gpg",
-            "--batch",
-            "--quick-generate-key",
-            "--passphrase",
-            "",
-            "test-signer@example.invalid",
-            "ed25519",
-            "sign",
-            "1d",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    env = gnupg_env(gnupghome)
+    make_signing_key(gnupghome, "test-signer@example.invalid")
     build = make_fake_build(tmp_path / "build", RELEASE)
     store.env["GNUPGHOME"] = str(gnupghome)
     store.cli("publish", str(build), "--sign-key", "test-signer@example.invalid")

@@ -25,6 +25,7 @@ import pytest
 from importer import libvirt_domain
 from tests.conftest import appliance_name_for_test, run_cli
 from tests.support.fake_build import make_fake_build
+from tests.support.gpg_keys import make_signing_key, stop_gpg_agent
 from tests.support.libvirtd import running_libvirtd
 from tests.support.nginx import NginxServer
 from tests.support.requirements import skip_or_fail
@@ -56,35 +57,6 @@ class Store:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def make_signing_key(home: Path, user_id: str) -> str:
-    env = {**os.environ, "GNUPGHOME": str(home)}
-    subprocess.run(
-        [
-            "gpg",
-            "--batch",
-            "--passphrase",
-            "",
-            "--quick-generate-key",
-            user_id,
-            "ed25519",
-            "sign",
-            "1d",
-        ],
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=60,
-    )
-    listing = subprocess.run(
-        ["gpg", "--batch", "--with-colons", "--list-keys", user_id],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    ).stdout
-    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
-
-
 @pytest.fixture(scope="module")
 def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKeys]:
     if shutil.which("gpg") is None:
@@ -99,7 +71,7 @@ def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKe
     try:
         yield keys
     finally:
-        subprocess.run(["gpgconf", "--kill", "all"], env=keys.env(), check=False)
+        stop_gpg_agent(home)
 
 
 @pytest.fixture(scope="module")
