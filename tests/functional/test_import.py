@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 
 from importer import libvirt_domain
 from tests.conftest import appliance_name_for_test, run_cli
+from tests.support.appliance_ssh import ssh_output
 from tests.support.libvirtd import active_default_network, running_libvirtd
 from tests.support.nginx import NginxServer
 from tests.support.store_tree import lay_out_build
@@ -96,43 +96,18 @@ def test_import_ssh_status_reimport_replace_destroy(
                 assert f"smoke: {command}: ok" in imported.stdout
             assert (workdir / "ssh.config").is_file() and (workdir / "hosts").is_file()
 
-            release_json = subprocess.run(
-                [
-                    "ssh",
-                    "-F",
-                    "ssh.config",
-                    "-o",
-                    "BatchMode=yes",
-                    name,
-                    "cat",
-                    "/etc/undercloud-appliance/release.json",
-                ],
-                cwd=workdir,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=True,
-            ).stdout
+            release_json = ssh_output(
+                workdir, name, "cat", "/etc/undercloud-appliance/release.json"
+            )
             print(f"release.json: {release_json.strip()}")
             assert json.loads(release_json)["build_id"] == build_id
 
-            facts = subprocess.run(
-                [
-                    "ssh",
-                    "-F",
-                    "ssh.config",
-                    "-o",
-                    "BatchMode=yes",
-                    name,
-                    "hostname; cat /etc/machine-id; df -B1 --output=size / | tail -1; "
-                    "sudo -n cat /root/.ssh/authorized_keys | wc -l",
-                ],
-                cwd=workdir,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=True,
-            ).stdout.split()
+            facts = ssh_output(
+                workdir,
+                name,
+                "hostname; cat /etc/machine-id; df -B1 --output=size / | tail -1; "
+                "sudo -n cat /root/.ssh/authorized_keys | wc -l",
+            ).split()
             hostname, machine_id, root_size, root_keys = facts
             assert hostname == name
             assert len(machine_id) == 32
@@ -174,14 +149,7 @@ def test_import_ssh_status_reimport_replace_destroy(
             print(f"--replace timings: {replaced_record['timings']}")
             assert replaced_record["layer_reused"] is True
             assert replaced_record["layer"] == record["layer"]
-            new_machine_id = subprocess.run(
-                ["ssh", "-F", "ssh.config", "-o", "BatchMode=yes", name, "cat /etc/machine-id"],
-                cwd=workdir,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=True,
-            ).stdout.strip()
+            new_machine_id = ssh_output(workdir, name, "cat /etc/machine-id").strip()
             assert len(new_machine_id) == 32 and new_machine_id != machine_id
             overlay = Path(replaced_record["overlay"])
         finally:

@@ -24,6 +24,7 @@ import pytest
 
 from importer import libvirt_domain
 from tests.conftest import appliance_name_for_test, run_cli
+from tests.support.appliance_ssh import ssh_output
 from tests.support.fake_build import make_fake_build
 from tests.support.gpg_keys import make_signing_key, stop_gpg_agent
 from tests.support.libvirtd import running_libvirtd
@@ -217,23 +218,9 @@ def test_signed_publish_is_imported(
             )
             print(imported.stdout, imported.stderr[-3000:])
             assert imported.stdout.splitlines()[-1] == f"ssh -F ssh.config {name}"
-            release_json = subprocess.run(
-                [
-                    "ssh",
-                    "-F",
-                    "ssh.config",
-                    "-o",
-                    "BatchMode=yes",
-                    name,
-                    "cat",
-                    "/etc/undercloud-appliance/release.json",
-                ],
-                cwd=workdir,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=True,
-            ).stdout
+            release_json = ssh_output(
+                workdir, name, "cat", "/etc/undercloud-appliance/release.json"
+            )
             assert json.loads(release_json)["build_id"] == build_id
             record = json.loads((tmp_path / "state" / name / "import.json").read_text())
             assert Path(record["image"]) == Path(fetched["path"]), "import used the fetched image"
