@@ -52,6 +52,20 @@ def dnf_repo_file(repos: Sequence[Mapping[str, Any]]) -> str:
     return text.getvalue()
 
 
+PROVISIONING_VALUE = re.compile(r"^[A-Za-z0-9./]+$")
+
+
+def provisioning_env(provisioning: Mapping[str, str]) -> str:
+    """``PROVISIONING_ADDRESS=192.168.24.1/24`` lines, for the set-up script to source."""
+    lines = []
+    for key in ("interface", "address", "dhcp_start", "dhcp_end"):
+        value = str(provisioning[key])
+        if not PROVISIONING_VALUE.match(value):
+            raise BuildError(f"provisioning.{key} {value!r} is not a safe value")
+        lines.append(f"PROVISIONING_{key.upper()}={value}\n")
+    return "".join(lines)
+
+
 def write_appliance_data(
     data_dir: Path,
     *,
@@ -60,6 +74,7 @@ def write_appliance_data(
     packages: Sequence[str],
     install_commands: Sequence[str],
     user: str,
+    provisioning: Mapping[str, str],
 ) -> None:
     """Write the directory ``DIB_APPLIANCE_DATA`` points at."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +86,7 @@ def write_appliance_data(
             raise BuildError(f"install command {command!r} spans lines; use one line each")
     (data_dir / "install-commands").write_text("".join(f"{c}\n" for c in install_commands))
     (data_dir / "user").write_text(_safe(user, "user name") + "\n")
+    (data_dir / "provisioning.env").write_text(provisioning_env(provisioning))
 
     apt_dir = data_dir / "repos" / "apt"
     dnf_dir = data_dir / "repos" / "dnf"

@@ -117,6 +117,7 @@ def step_render_appliance_data(context: BuildContext) -> None:
         packages=data["undercloud"]["packages"],
         install_commands=data["undercloud"]["install_commands"],
         user=data["image"]["user"],
+        provisioning=data["provisioning"],
     )
     context.elements = [data["distro"]["base_element"], *APPLIANCE_ELEMENTS, *data["elements"]]
 

@@ -13,6 +13,7 @@ raises ``Invalid(path, message)``; the loader turns that into a one-line
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -289,6 +290,30 @@ class Records(Kind):
         return "list of mappings (fields below)"
 
 
+@dataclass(frozen=True)
+class Ipv4(Kind):
+    """An IPv4 address, or with ``interface`` an address with its prefix (``192.0.2.1/24``)."""
+
+    interface: bool = False
+
+    def check(self, value: Any, path: str) -> None:
+        what = "an IPv4 address/prefix" if self.interface else "an IPv4 address"
+        if not isinstance(value, str):
+            raise expected(path, f"{what} string", value)
+        try:
+            if self.interface:
+                if "/" not in value:
+                    raise ValueError("no prefix length")
+                ipaddress.IPv4Interface(value)
+            else:
+                ipaddress.IPv4Address(value)
+        except ValueError:
+            raise Invalid(path, f"{shown(value)} is not {what}") from None
+
+    def describe(self) -> str:
+        return "IPv4 address/prefix" if self.interface else "IPv4 address"
+
+
 Constraint = Callable[[Any, Mapping[str, Any]], str | None]
 
 
@@ -346,6 +371,40 @@ def package_manager_matches_family(value: Any, data: Mapping[str, Any]) -> str |
     wanted = PACKAGE_MANAGERS_BY_FAMILY.get(family)
     if wanted is not None and value != wanted:
         return f"{shown(value)} does not fit distro.family {family!r} (use {wanted!r})"
+    return None
+
+
+def in_provisioning_network(value: Any, data: Mapping[str, Any]) -> str | None:
+    """A DHCP range end inside the provisioning network, not the appliance's own address."""
+    try:
+        interface = ipaddress.IPv4Interface(data["provisioning"]["address"])
+        address = ipaddress.IPv4Address(value)
+    except (KeyError, TypeError, ValueError):
+        return None  # the address settings report their own errors
+    if address not in interface.network or address in (
+        interface.network.network_address,
+        interface.network.broadcast_address,
+    ):
+        return f"{shown(value)} is not a host address in provisioning.address's {interface.network}"
+    if address == interface.ip:
+        return f"{shown(value)} is the appliance's own provisioning.address"
+    return None
+
+
+def dhcp_range_ordered(value: Any, data: Mapping[str, Any]) -> str | None:
+    problem = in_provisioning_network(value, data)
+    if problem:
+        return problem
+    try:
+        start = ipaddress.IPv4Address(data["provisioning"]["dhcp_start"])
+        end = ipaddress.IPv4Address(value)
+    except (KeyError, TypeError, ValueError):
+        return None
+    interface = ipaddress.IPv4Interface(data["provisioning"]["address"])
+    if end < start:
+        return f"{shown(value)} comes before provisioning.dhcp_start {str(start)!r}"
+    if start <= interface.ip <= end:
+        return f"the range from {str(start)!r} holds the appliance's own {str(interface.ip)!r}"
     return None
 
 
@@ -527,6 +586,40 @@ SETTINGS: tuple[Setting | Section, ...] = (
     _commands("undercloud.smoke_commands", "Shell commands that prove the undercloud works."),
     _commands("undercloud.update_commands", "Shell commands for a minor update."),
     _commands("undercloud.upgrade_commands", "Shell commands for a major upgrade."),
+    Section(
+        "provisioning",
+        "The appliance's provisioning network: its second NIC, where it answers the "
+        "baremetal nodes it inspects and deploys (``import --nodes`` links them to it).",
+    ),
+    Setting(
+        "provisioning.interface",
+        Text(r"[a-z][a-z0-9]{0,14}", "network interface name"),
+        "The provisioning NIC in the appliance (the importer attaches it second: ``eth1``).",
+        "eth1",
+    ),
+    Setting(
+        "provisioning.address",
+        Ipv4(interface=True),
+        "The appliance's address and prefix on that NIC (TripleO's ``local_ip``).",
+        "192.168.24.1/24",
+    ),
+    Setting(
+        "provisioning.dhcp_start",
+        Ipv4(),
+        "First address handed to nodes.",
+        "192.168.24.100",
+        constraint=in_provisioning_network,
+        constraint_doc="a host address in ``provisioning.address``'s network, not its own",
+    ),
+    Setting(
+        "provisioning.dhcp_end",
+        Ipv4(),
+        "Last address handed to nodes.",
+        "192.168.24.150",
+        constraint=dhcp_range_ordered,
+        constraint_doc="in that network, not before ``dhcp_start``, the range not holding "
+        "the appliance's own address",
+    ),
     Section("image", "The image file and the system in it."),
     Setting("image.format", Choice(("qcow2",)), "Image format.", "qcow2"),
     Setting(

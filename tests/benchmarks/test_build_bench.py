@@ -53,6 +53,7 @@ def bare_dib_build(work: Path) -> None:
         packages=data["undercloud"]["packages"],
         install_commands=data["undercloud"]["install_commands"],
         user=data["image"]["user"],
+        provisioning=data["provisioning"],
     )
     env = dib.dib_environment(data["distro"], work / "data", cache_root() / "build", {})
     elements = [data["distro"]["base_element"], *APPLIANCE_ELEMENTS, *data["elements"]]

@@ -50,6 +50,14 @@ def test_apt_and_dnf_repo_rendering() -> None:
     assert "gpgcheck = 0\n" in text
 
 
+PROVISIONING = {
+    "interface": "eth1",
+    "address": "192.168.24.1/24",
+    "dhcp_start": "192.168.24.100",
+    "dhcp_end": "192.168.24.150",
+}
+
+
 def test_appliance_data_files(tmp_path: Path) -> None:
     write_appliance_data(
         tmp_path,
@@ -58,16 +66,26 @@ def test_appliance_data_files(tmp_path: Path) -> None:
         packages=["keystone", "ironic-api"],
         install_commands=["true", "echo 'two words'"],
         user="stack",
+        provisioning=PROVISIONING,
     )
     assert (tmp_path / "undercloud-packages").read_text() == "keystone\nironic-api\n"
     assert (tmp_path / "install-commands").read_text() == "true\necho 'two words'\n"
     assert (tmp_path / "user").read_text() == "stack\n"
     assert (tmp_path / "repos/apt/undercloud-puddle.list").read_text().startswith("deb [trusted")
+    assert (tmp_path / "provisioning.env").read_text() == (
+        "PROVISIONING_INTERFACE=eth1\nPROVISIONING_ADDRESS=192.168.24.1/24\n"
+        "PROVISIONING_DHCP_START=192.168.24.100\nPROVISIONING_DHCP_END=192.168.24.150\n"
+    )
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("packages", ["keystone;reboot"]), ("user", "st ack"), ("install_commands", ["a\nb"])],
+    [
+        ("packages", ["keystone;reboot"]),
+        ("user", "st ack"),
+        ("install_commands", ["a\nb"]),
+        ("provisioning", {**PROVISIONING, "interface": "eth1;reboot"}),
+    ],
 )
 def test_appliance_data_refuses_unsafe_values(tmp_path: Path, field: str, value) -> None:
     arguments = {
@@ -76,6 +94,7 @@ def test_appliance_data_refuses_unsafe_values(tmp_path: Path, field: str, value)
         "packages": ["keystone"],
         "install_commands": [],
         "user": "stack",
+        "provisioning": PROVISIONING,
     }
     arguments[field] = value
     with pytest.raises(BuildError):

@@ -45,6 +45,30 @@ BAD_PROFILES = [
     ),
     ("out-of-range", HEAD + "image:\n  size_gib: 1\n", "bad.yaml:6: image.size_gib:", "2..2048"),
     (
+        "provisioning-address-without-prefix",
+        HEAD + "provisioning:\n  address: 192.168.24.1\n",
+        "bad.yaml:6: provisioning.address: '192.168.24.1' is not an IPv4 address/prefix",
+        "",
+    ),
+    (
+        "provisioning-dhcp-outside-network",
+        HEAD + "provisioning:\n  address: 10.0.0.1/24\n",
+        "bad.yaml:5: provisioning.dhcp_start: '192.168.24.100' is not a host address",
+        "10.0.0.0/24",
+    ),
+    (
+        "provisioning-dhcp-range-backwards",
+        HEAD + "provisioning:\n  dhcp_end: 192.168.24.50\n",
+        "bad.yaml:6: provisioning.dhcp_end: '192.168.24.50' comes before",
+        "192.168.24.100",
+    ),
+    (
+        "provisioning-dhcp-range-holds-own-address",
+        HEAD + "provisioning:\n  dhcp_start: 192.168.24.1\n",
+        "bad.yaml:6: provisioning.dhcp_start: '192.168.24.1' is the appliance's own",
+        "",
+    ),
+    (
         "bad-enum",
         HEAD + "image:\n  compression: gzip\n",
         "bad.yaml:6: image.compression: 'gzip' is not one of",
