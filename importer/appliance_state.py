@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from importer import libvirt_domain
+from importer import libvirt_domain, virtual_bmc, virtual_nodes
 from undercloud_appliance.errors import ApplianceError, NotFoundError, VirtError
 from undercloud_appliance.manifest import write_file_atomically
 
@@ -120,10 +120,24 @@ def clear_state(state_dir: Path, keep_key: bool = True) -> None:
         state_dir.rmdir()
 
 
-def teardown(domain: Any | None, state_dir: Path) -> None:
+def remove_virtual_nodes(connection: Any, state_dir: Path) -> list[str]:
+    """Stop the BMC emulator, remove the virtual nodes and their network; say what went."""
+    removed = []
+    if virtual_bmc.stop(state_dir):
+        removed.append("BMC emulator")
+    plan = virtual_nodes.read_plan(state_dir)
+    if plan is not None:
+        removed += virtual_nodes.remove_nodes(connection, state_dir, plan)
+    return removed
+
+
+def teardown(connection: Any, domain: Any | None, state_dir: Path) -> list[str]:
+    """Remove the appliance domain, its virtual nodes and its state; say what went."""
+    removed = remove_virtual_nodes(connection, state_dir)
     if domain is not None:
         libvirt_domain.remove_domain(domain)
     clear_state(state_dir)
+    return removed
 
 
 # -- destroy and status ---------------------------------------------------------------
@@ -145,8 +159,7 @@ def destroy(name: str, uri: str) -> list[str]:
         removed.append(f"domain {name}")
     if has_appliance_state(state_dir):
         removed.append(f"{state_dir} (overlay and state; the key pair stays)")
-    teardown(domain, state_dir)
-    return removed
+    return teardown(connection, domain, state_dir) + removed
 
 
 def status(name: str, uri: str) -> dict[str, Any]:
@@ -161,6 +174,9 @@ def status(name: str, uri: str) -> dict[str, Any]:
         raise NotFoundError(f"no appliance named {name!r} (no libvirt domain, no {state_dir})")
     metadata = metadata or {}
     snapshots = libvirt_domain.list_snapshots(domain) if domain is not None else []
+    plan = virtual_nodes.read_plan(state_dir)
+    nodes = virtual_nodes.node_states(connection, plan) if plan is not None else []
+    bmc_pid = virtual_bmc.running_pid(state_dir)
     return {
         "name": name,
         "state": libvirt_domain.state_name(domain),
@@ -176,6 +192,13 @@ def status(name: str, uri: str) -> dict[str, Any]:
         "state_dir": str(state_dir),
         "snapshots": [snapshot.as_dict() for snapshot in snapshots],
         "smoke": smoke_summary(record.get("smoke")),
+        "nodes": nodes,
+        "provisioning_link": plan.link if plan else None,
+        "bmc": (
+            {"port": plan.bmc_port, "running": bmc_pid is not None, "pid": bmc_pid}
+            if plan
+            else None
+        ),
     }
 
 

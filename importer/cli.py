@@ -121,6 +121,28 @@ def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not run the profile's smoke commands after a fresh import",
     )
+    importer.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also make N virtual baremetal nodes (powered off, network boot) on a "
+        "provisioning link to the appliance's eth1, a Redfish BMC emulator for them, and "
+        "nodes.yaml for 'openstack baremetal create'",
+    )
+    importer.add_argument(
+        "--provisioning-link",
+        choices=("auto", "network", "udp"),
+        default="auto",
+        help="isolated libvirt network (any number of nodes), or a UDP socket pair on "
+        "127.0.0.1 (one node, no bridge needed); auto: the network when libvirt can make it",
+    )
+    importer.add_argument(
+        "--bmc-port",
+        type=int,
+        metavar="PORT",
+        help="port of the nodes' BMC emulator (default: a free one)",
+    )
     importer.set_defaults(func=run_import)
 
     destroy = subparsers.add_parser(
@@ -335,11 +357,15 @@ def run_import(args: argparse.Namespace) -> int:
     from importer.imports import GUEST_BOOT_STEPS, ImportOptions
     from importer.imports import run_import as import_appliance
     from importer.signature import configured_fingerprint
+    from undercloud_appliance.errors import ApplianceError
 
     check_name(args.name)
     _positive(args.memory, "--memory")
     _positive(args.vcpus, "--vcpus")
     _positive(args.disk_size, "--disk-size")
+    _positive(args.bmc_port, "--bmc-port")
+    if args.nodes < 0:
+        raise ApplianceError(f"--nodes {args.nodes}: must be 0 or more")
     result = import_appliance(
         ImportOptions(
             name=args.name,
@@ -356,6 +382,9 @@ def run_import(args: argparse.Namespace) -> int:
             replace=args.replace,
             trusted_key=configured_fingerprint(args.trusted_key),
             boot_timeout=args.boot_timeout,
+            nodes=args.nodes,
+            provisioning_link=args.provisioning_link,
+            bmc_port=args.bmc_port,
         )
     )
     record = result.record
@@ -367,6 +396,13 @@ def run_import(args: argparse.Namespace) -> int:
         f"{' + '.join(GUEST_BOOT_STEPS)})"
     )
     print(f"wrote {result.ssh_config} and {result.inventory}")
+    if record.get("nodes"):
+        nodes = record["nodes"]
+        print(
+            f"{nodes['count']} virtual node(s) on a {nodes['link']} provisioning link, "
+            f"BMC emulator at {nodes['bmc']}; wrote {nodes['nodes_file']} "
+            "(in the appliance too: openstack baremetal create nodes.yaml)"
+        )
     failure = None
     if not args.skip_smoke and not result.already_imported:
         from importer.imports import smoke_test_import
@@ -397,9 +433,15 @@ def run_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     for key, value in report.items():
-        if key == "snapshots":
+        if key in ("snapshots", "nodes", "bmc"):
             continue
         print(f"{key + ':':<10} {value if value not in (None, '') else '-'}")
+    if report["bmc"]:
+        bmc = report["bmc"]
+        running = f"running, pid {bmc['pid']}" if bmc["running"] else "not running"
+        print(f"{'bmc:':<10} port {bmc['port']} ({running})")
+    for node in report["nodes"]:
+        print(f"{'node:':<10} {node['name']} {node['mac']} {node['state']}")
     for snapshot in report["snapshots"]:
         print(
             f"snapshot:  {snapshot['name']} (release {snapshot['release']}, puddle "

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from importer import libvirt_domain
+from importer import libvirt_domain, virtual_bmc, virtual_nodes
 from importer.appliance_state import (
     CONSOLE_LOG_NAME,
     KNOWN_HOSTS_NAME,
@@ -46,6 +46,7 @@ from importer.handoff import (
     SshKey,
     generated_ssh_key,
     given_ssh_key,
+    ssh_command,
     ssh_config_text,
     wait_for_ssh,
     write_handoff,
@@ -81,6 +82,9 @@ class ImportOptions:
     handoff_dir: Path = field(default_factory=Path.cwd)
     boot_timeout: float = 600.0
     cache: ImageCache | None = None
+    nodes: int = 0
+    provisioning_link: str = "auto"
+    bmc_port: int | None = None
 
 
 @dataclass
@@ -102,6 +106,10 @@ class ImportContext:
     address: str | None = None
     ssh_config: Path | None = None
     inventory: Path | None = None
+    nodes_plan: virtual_nodes.NodesPlan | None = None
+    node_uuids: list[str] = field(default_factory=list)
+    bmc: virtual_bmc.BmcEndpoint | None = None
+    nodes_file: Path | None = None
 
     @property
     def overlay(self) -> Path:
@@ -157,7 +165,7 @@ def step_inspect_existing(context: ImportContext) -> None:
         libvirt_domain.check_network_active(context.connection)
     if replaced is not None:
         log.info("replacing appliance %s", context.options.name)
-        teardown(replaced, context.state_dir)
+        teardown(context.connection, replaced, context.state_dir)
 
 
 def _inspect_existing(context: ImportContext) -> Any | None:
@@ -168,7 +176,7 @@ def _inspect_existing(context: ImportContext) -> Any | None:
     if domain is None:
         if has_appliance_state(context.state_dir):
             log.info("removing stale state in %s (no domain %s)", context.state_dir, options.name)
-        clear_state(context.state_dir)
+        teardown(context.connection, None, context.state_dir)
         return None
     metadata = libvirt_domain.read_metadata(domain)
     if metadata is None:
@@ -177,9 +185,16 @@ def _inspect_existing(context: ImportContext) -> Any | None:
             "undercloud-appliance: choose another --name"
         )
     if metadata.get("sha256") == fetched.sha256 and not options.replace:
+        plan = virtual_nodes.read_plan(context.state_dir)
+        if (plan.count if plan else 0) != options.nodes:
+            raise ApplianceError(
+                f"appliance {options.name!r} has {plan.count if plan else 0} virtual node(s); "
+                f"importing it with --nodes {options.nodes} needs --replace"
+            )
         context.domain = domain
         context.existing_metadata = metadata
         context.already_imported = True
+        context.nodes_plan = plan
         return None
     if not options.replace:
         raise ApplianceError(
@@ -256,6 +271,42 @@ def grow_to_bytes(context: ImportContext) -> int | None:
     return wanted if wanted > context.fetched.manifest["image"]["virtual_size"] else None
 
 
+def step_create_virtual_nodes(context: ImportContext) -> None:
+    """Nodes (powered off), their provisioning link and the BMC emulator, before the appliance."""
+    options = context.options
+    if options.nodes <= 0:
+        return
+    virtual_nodes.check_memory(options.memory_mib, options.nodes)
+    listen, guest = bmc_addresses(context)
+    port = options.bmc_port or free_local_port()
+    virtual_bmc.check_port_free(listen, port)
+    context.nodes_plan = virtual_nodes.plan_nodes(
+        context.connection, options.name, options.nodes, options.provisioning_link, port
+    )
+    virtual_nodes.write_plan(context.state_dir, context.nodes_plan)
+    context.node_uuids = virtual_nodes.define_nodes(
+        context.connection, context.state_dir, context.nodes_plan
+    )
+    context.bmc = virtual_bmc.start(
+        context.state_dir,
+        uri=options.uri,
+        listen_address=listen,
+        guest_address=guest,
+        port=port,
+        allowed_instances=context.node_uuids,
+    )
+
+
+def bmc_addresses(context: ImportContext) -> tuple[str, str]:
+    """Where the BMC emulator listens on the host, and the address the appliance uses."""
+    if context.options.network == "user":
+        return "127.0.0.1", "10.0.2.2"  # qemu user networking's alias for host loopback
+    gateway = libvirt_domain.network_gateway(context.connection, "default")
+    if gateway is None:
+        raise VirtError("libvirt network 'default' has no host address for the BMC emulator")
+    return gateway, gateway
+
+
 def step_define_and_start(context: ImportContext) -> None:
     options, fetched = context.options, context.fetched
     assert fetched is not None
@@ -272,6 +323,7 @@ def step_define_and_start(context: ImportContext) -> None:
             ssh_port=context.ssh_port if options.network == "user" else None,
             console_log=context.state_dir / CONSOLE_LOG_NAME,
             metadata=domain_metadata(context),
+            provisioning=context.nodes_plan.appliance_nic() if context.nodes_plan else None,
         ),
     )
     context.created_domain = True
@@ -346,20 +398,75 @@ def step_write_handoff(context: ImportContext) -> None:
     )
 
 
+def step_ensure_virtual_nodes(context: ImportContext) -> None:
+    """A re-import: the nodes stay as they are; a BMC emulator that stopped is started."""
+    plan = context.nodes_plan
+    if plan is None:
+        return
+    context.node_uuids = virtual_nodes.define_nodes(context.connection, context.state_dir, plan)
+    listen, guest = bmc_addresses(context)
+    context.bmc = virtual_bmc.start(
+        context.state_dir,
+        uri=context.options.uri,
+        listen_address=listen,
+        guest_address=guest,
+        port=plan.bmc_port,
+        allowed_instances=context.node_uuids,
+    )
+
+
+def step_write_nodes_file(context: ImportContext) -> None:
+    """``nodes.yaml`` beside ssh.config, and the same file in the appliance user's home."""
+    plan, bmc = context.nodes_plan, context.bmc
+    if plan is None or bmc is None:
+        return
+    assert context.ssh_config is not None
+    text = virtual_nodes.nodes_file_text(
+        virtual_nodes.nodes_document(plan, context.node_uuids, bmc)
+    ).encode()
+    context.nodes_file = context.options.handoff_dir / virtual_nodes.NODES_FILE_NAME
+    write_file_atomically(context.nodes_file, text, mode=0o600)
+    write_file_atomically(
+        virtual_nodes.nodes_dir(context.state_dir) / virtual_nodes.NODES_FILE_NAME,
+        text,
+        mode=0o600,
+    )
+    remote = f"umask 077 && cat > .{virtual_nodes.NODES_FILE_NAME}.tmp && " + (
+        f"mv .{virtual_nodes.NODES_FILE_NAME}.tmp {virtual_nodes.NODES_FILE_NAME}"
+    )
+    completed = subprocess.run(
+        ssh_command(context.ssh_config, context.options.name, remote),
+        input=text,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    if completed.returncode != 0:
+        detail = completed.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        raise ApplianceError(
+            f"cannot copy {virtual_nodes.NODES_FILE_NAME} into appliance "
+            f"{context.options.name!r}: {detail[0]}"
+        )
+
+
 DECIDING_STEPS = (step_check_ssh_key, step_connect_libvirt, step_fetch, step_inspect_existing)
 FRESH_IMPORT_STEPS = (
     step_prepare_layer,
     step_create_overlay,
+    step_create_virtual_nodes,
     step_define_and_start,
     step_wait_for_address,
     step_wait_for_ssh,
     step_write_handoff,
+    step_write_nodes_file,
 )
 RE_IMPORT_STEPS = (
     step_start_if_stopped,
+    step_ensure_virtual_nodes,
     step_wait_for_address,
     step_wait_for_ssh,
     step_write_handoff,
+    step_write_nodes_file,
 )
 
 
@@ -446,6 +553,10 @@ def undo_fresh_import(context: ImportContext) -> None:
     if context.created_domain and context.domain is not None:
         with contextlib.suppress(ApplianceError):
             libvirt_domain.remove_domain(context.domain)
+    if context.nodes_plan is not None and not context.already_imported:
+        virtual_bmc.stop(context.state_dir)
+        with contextlib.suppress(ApplianceError):
+            virtual_nodes.remove_nodes(context.connection, context.state_dir, context.nodes_plan)
     clear_state(context.state_dir, keep_key=not context.generated_key)
     if context.created_state_dir and context.state_dir.exists():
         shutil.rmtree(context.state_dir, ignore_errors=True)
@@ -477,6 +588,17 @@ def import_record(context: ImportContext, timings: StepTimings) -> dict[str, Any
         "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "already_imported": context.already_imported,
         "timings": seconds,
+        "nodes": (
+            {
+                "count": context.nodes_plan.count,
+                "link": context.nodes_plan.link,
+                "names": context.nodes_plan.node_names,
+                "bmc": context.bmc.host_url if context.bmc else None,
+                "nodes_file": str(context.nodes_file) if context.nodes_file else None,
+            }
+            if context.nodes_plan
+            else None
+        ),
         "our_seconds": round(sum(seconds.values()) - guest_boot, 3),
         "guest_boot_seconds": round(guest_boot, 3),
     }

@@ -59,6 +59,48 @@ def _message(error: Any) -> str:
 
 
 @dataclass(frozen=True)
+class ProvisioningNic:
+    """One end of the provisioning link between the appliance and its virtual nodes.
+
+    ``network``: a port on the isolated libvirt network of that name.  Else a
+    qemu UDP socket netdev: sends to 127.0.0.1:``remote_port``, receives on
+    127.0.0.1:``local_port`` (a point-to-point cable that needs no bridge).
+    """
+
+    mac: str
+    network: str | None = None
+    local_port: int | None = None
+    remote_port: int | None = None
+
+    def xml(self, pci_slot: int | None = None) -> str:
+        if self.network is not None:
+            source = f"<source network={quoteattr(self.network)}/>"
+            kind = "network"
+        else:
+            source = (
+                f"<source address='127.0.0.1' port='{self.remote_port}'>"
+                f"<local address='127.0.0.1' port='{self.local_port}'/></source>"
+            )
+            kind = "udp"
+        address = (
+            f"<address type='pci' domain='0x0000' bus='0x00' slot='{pci_slot:#04x}' "
+            "function='0x0'/>"
+            if pci_slot is not None
+            else ""
+        )
+        return (
+            f"<interface type='{kind}'><mac address={quoteattr(self.mac)}/>{source}"
+            f"<model type='virtio'/>{address}</interface>"
+        )
+
+
+# The appliance's provisioning NIC sits after its first NIC (slot 0x10 with
+# user networking, a lower automatic slot on a libvirt network), so the guest
+# names it eth1 in both cases.
+PROVISIONING_PCI_SLOT = 0x11
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     name: str
     overlay: Path
@@ -68,6 +110,20 @@ class DomainSpec:
     ssh_port: int | None  # the host port forwarded to the guest's 22 with "user"
     console_log: Path
     metadata: dict[str, str]
+    provisioning: ProvisioningNic | None = None
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A virtual baremetal node: an empty disk, network boot first, powered off."""
+
+    name: str
+    disk: Path
+    memory_mib: int
+    vcpus: int
+    nic: ProvisioningNic
+    console_log: Path
+    appliance: str
 
 
 def metadata_xml(values: dict[str, str]) -> str:
@@ -129,6 +185,7 @@ def domain_xml(spec: DomainSpec) -> str:
       <target port='0'/>
     </serial>
     <console type='pty'><target type='serial' port='0'/></console>
+    {spec.provisioning.xml(PROVISIONING_PCI_SLOT) if spec.provisioning else ""}
     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
     <memballoon model='none'/>
   </devices>
@@ -136,6 +193,115 @@ def domain_xml(spec: DomainSpec) -> str:
   {qemu_commandline}
 </domain>
 """
+
+
+def node_xml(spec: NodeSpec) -> str:
+    cpu = "<cpu mode='host-passthrough'/>" if accelerator() == "kvm" else ""
+    label = f"+{os.getuid()}:+{os.getgid()}"
+    metadata = metadata_xml({"virtual-node-of": spec.appliance})
+    # <os><boot> (not per-device boot order): sushy-tools' libvirt driver
+    # rewrites these when Ironic sets a boot device.
+    return f"""<domain type='{libvirt_domain_type()}'>
+  <name>{escape(spec.name)}</name>
+  <title>virtual baremetal node of {escape(spec.appliance)}</title>
+  <metadata>{metadata}</metadata>
+  <memory unit='MiB'>{spec.memory_mib}</memory>
+  <vcpu>{spec.vcpus}</vcpu>
+  <os><type arch='x86_64'>hvm</type><boot dev='network'/><boot dev='hd'/></os>
+  <features><acpi/><apic/></features>
+  {cpu}
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' discard='unmap'/>
+      <source file={quoteattr(str(spec.disk))}/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    {spec.nic.xml()}
+    <serial type='pty'>
+      <log file={quoteattr(str(spec.console_log))} append='on'/>
+      <target port='0'/>
+    </serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+    <memballoon model='none'/>
+  </devices>
+  <seclabel type='static' model='dac' relabel='no'><label>{label}</label></seclabel>
+</domain>
+"""
+
+
+def define_node(connection: Any, spec: NodeSpec) -> Any:
+    """Define (not start: the appliance's Ironic powers it on through the BMC)."""
+    libvirt = _libvirt()
+    try:
+        return connection.defineXML(node_xml(spec))
+    except libvirt.libvirtError as error:
+        raise VirtError(f"cannot define virtual node {spec.name!r}: {_message(error)}") from None
+
+
+def node_metadata_owner(domain: Any) -> str | None:
+    """The appliance a virtual node belongs to (None: not one of ours)."""
+    values = read_metadata(domain)
+    return (values or {}).get("virtual-node-of") or None
+
+
+def ensure_isolated_network(connection: Any, name: str) -> bool:
+    """An isolated libvirt network (no forwarding, no host address); False if libvirt cannot.
+
+    libvirt needs to create a bridge for it: some hosts (containers without
+    the right capabilities) cannot, and the caller falls back to UDP links.
+    """
+    libvirt = _libvirt()
+    with contextlib.suppress(libvirt.libvirtError):
+        network = connection.networkLookupByName(name)
+        if not network.isActive():
+            network.create()
+        return True
+    xml = f"<network><name>{escape(name)}</name><bridge stp='off'/><mtu size='1500'/></network>"
+    try:
+        network = connection.networkDefineXML(xml)
+    except libvirt.libvirtError as error:
+        log.info("cannot define libvirt network %s: %s", name, _message(error))
+        return False
+    try:
+        network.create()
+    except libvirt.libvirtError as error:
+        log.info("cannot start libvirt network %s: %s", name, _message(error))
+        with contextlib.suppress(libvirt.libvirtError):
+            network.undefine()
+        return False
+    return True
+
+
+def remove_network(connection: Any, name: str) -> bool:
+    """Stop and undefine a network this tool made; False when there was none."""
+    libvirt = _libvirt()
+    try:
+        network = connection.networkLookupByName(name)
+    except libvirt.libvirtError:
+        return False
+    try:
+        if network.isActive():
+            network.destroy()
+        network.undefine()
+    except libvirt.libvirtError as error:
+        raise VirtError(f"cannot remove libvirt network {name!r}: {_message(error)}") from None
+    return True
+
+
+def network_gateway(connection: Any, name: str) -> str | None:
+    """The host's IPv4 address on a libvirt network (the NAT gateway), if any."""
+    libvirt = _libvirt()
+    try:
+        root = ET.fromstring(connection.networkLookupByName(name).XMLDesc(0))
+    except libvirt.libvirtError:
+        return None
+    ip = root.find("ip")
+    return ip.get("address") if ip is not None else None
 
 
 def lookup(connection: Any, name: str) -> Any | None:

@@ -325,15 +325,15 @@ def write_manifest(path: Path, data: dict[str, Any] | Manifest) -> None:
     write_file_atomically(path, dump_manifest(data).encode())
 
 
-def write_file_atomically(path: Path, content: bytes) -> None:
-    """Never leave a half-written file under ``path``'s name."""
+def write_file_atomically(path: Path, content: bytes, mode: int = 0o644) -> None:
+    """Never leave a half-written file under ``path``'s name (``mode`` from the start)."""
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o644)
+        os.chmod(temp_name, mode)
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
