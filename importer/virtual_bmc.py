@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 BMC_DIR_NAME = "bmc"
 USERNAME = "admin"
 START_TIMEOUT_SECONDS = 60.0
+# The first Redfish read of a system waited minutes here (libvirtd's storage
+# driver answering its first volume lookup on a loaded host); later reads
+# took milliseconds.  The import pays that once, before the appliance asks.
+FIRST_READ_TIMEOUT_SECONDS = 600.0
 STOP_TIMEOUT_SECONDS = 15.0
 
 
@@ -166,6 +170,19 @@ def start(
             f"{START_TIMEOUT_SECONDS:.0f}s: {_last_line(directory / 'emulator.log')}"
         ) from None
     log.info("BMC emulator (sushy-tools) on %s, pid %d", endpoint.host_url, process.pid)
+    for identity in allowed_instances:
+        try:
+            requests.get(
+                f"{endpoint.host_url}/redfish/v1/Systems/{identity}",
+                auth=(USERNAME, password),
+                timeout=FIRST_READ_TIMEOUT_SECONDS,
+            ).raise_for_status()
+        except requests.RequestException as error:
+            stop(state_dir)
+            raise BmcError(
+                f"BMC emulator on {endpoint.host_url} cannot read system {identity}: "
+                f"{type(error).__name__}: {_last_line(directory / 'emulator.log')}"
+            ) from None
     return endpoint
 
 

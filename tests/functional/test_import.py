@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import yaml
 
 from importer import libvirt_domain
 from tests.conftest import appliance_name_for_test, run_cli
@@ -41,6 +43,67 @@ def libvirt_network() -> Iterator[tuple[str, str]]:
         if wanted == "default" and stack.enter_context(active_default_network(uri)):
             mode = "default"
         yield uri, mode
+
+
+# Run in the appliance: a Redfish call to the node's BMC, as Ironic's redfish driver makes it.
+REDFISH_CALL = """
+import base64, json, sys, urllib.request
+import yaml
+node = yaml.safe_load(open(sys.argv[1]))["nodes"][0]
+info = node["driver_info"]
+url = info["redfish_address"] + info["redfish_system_id"] + sys.argv[2]
+body = sys.argv[3].encode() if len(sys.argv) > 3 else None
+request = urllib.request.Request(url, data=body, method="POST" if body else "GET")
+auth = f'{info["redfish_username"]}:{info["redfish_password"]}'.encode()
+request.add_header("Authorization", "Basic " + base64.b64encode(auth).decode())
+request.add_header("Content-Type", "application/json")
+with urllib.request.urlopen(request, timeout=300) as response:
+    text = response.read().decode()
+print(json.loads(text)["PowerState"] if text.strip() else response.status)
+"""
+
+
+def check_virtual_node(
+    workdir: Path, name: str, uri: str, env: dict[str, str], manifest: dict
+) -> str:
+    """The node, its BMC and its link, seen from the appliance; returns the node's name."""
+    nodes = yaml.safe_load((workdir / "nodes.yaml").read_text())["nodes"]
+    assert [node["name"] for node in nodes] == [f"{name}-node-1"]
+    node = nodes[0]
+    in_appliance = yaml.safe_load(ssh_output(workdir, name, "cat nodes.yaml"))
+    assert in_appliance == {"nodes": nodes}, "the appliance has the same nodes file"
+
+    status = json.loads(run_cli("status", name, "--json", "--connect", uri, env=env).stdout)
+    assert status["nodes"] == [
+        {"name": node["name"], "mac": node["ports"][0]["address"], "state": "shut-off"}
+    ]
+    assert status["bmc"]["running"] is True
+
+    # The provisioning NIC is eth1 with the profile's address.
+    provisioning = manifest["profile"]["resolved"]["provisioning"]
+    eth1 = ssh_output(workdir, name, "ip -4 -o addr show dev eth1")
+    assert f"inet {provisioning['address']}" in eth1, eth1
+
+    ssh_output(workdir, name, f"cat > redfish-call.py <<'EOF'\n{REDFISH_CALL}\nEOF")
+    call = "python3 redfish-call.py nodes.yaml"
+    assert ssh_output(workdir, name, f"{call} ''").strip() == "Off"
+    received = int(ssh_output(workdir, name, "cat /sys/class/net/eth1/statistics/rx_packets"))
+    reset = '/Actions/ComputerSystem.Reset \'{"ResetType": "On"}\''
+    ssh_output(workdir, name, f"{call} {reset}")
+    assert ssh_output(workdir, name, f"{call} ''").strip() == "On"
+    domain = libvirt_domain.lookup(libvirt_domain.connect(uri), node["name"])
+    assert libvirt_domain.state_name(domain) == "running"
+
+    # The node network-boots: its firmware's DHCP requests reach the appliance's eth1.
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        now = int(ssh_output(workdir, name, "cat /sys/class/net/eth1/statistics/rx_packets"))
+        if now > received:
+            break
+        time.sleep(5)
+    else:
+        raise AssertionError("nothing from the node reached the appliance's eth1 in 180 s")
+    return node["name"]
 
 
 def test_import_ssh_status_reimport_replace_destroy(
@@ -134,12 +197,15 @@ def test_import_ssh_status_reimport_replace_destroy(
 
             # --replace: torn down and imported afresh from the cached layer; the
             # guest makes new host keys and a new machine-id, ssh still works.
+            # This time with a virtual baremetal node behind a BMC emulator.
             replaced = run_cli(
                 "import",
                 *common,
                 "--disk-size",
                 str(disk_gib),
                 "--replace",
+                "--nodes",
+                "1",
                 env=env,
                 cwd=workdir,
                 timeout=IMPORT_TIMEOUT,
@@ -152,9 +218,32 @@ def test_import_ssh_status_reimport_replace_destroy(
             new_machine_id = ssh_output(workdir, name, "cat /etc/machine-id").strip()
             assert len(new_machine_id) == 32 and new_machine_id != machine_id
             overlay = Path(replaced_record["overlay"])
+            node = check_virtual_node(workdir, name, uri, env, manifest)
+            node_disk = Path(replaced_record["overlay"]).parent / "nodes" / f"{node}.qcow2"
+            assert node_disk.is_file()
+
+            again = run_cli(
+                "import", *common, "--nodes", "1", env=env, cwd=workdir, timeout=IMPORT_TIMEOUT
+            )
+            assert "already imported" in again.stdout, "importing again is a no-op"
+            refused = run_cli("import", *common, env=env, cwd=workdir, check=False)
+            assert refused.returncode != 0
+            assert (
+                refused.stderr.strip()
+                .splitlines()[-1]
+                .endswith(
+                    f"appliance {name!r} has 1 virtual node(s); importing it with --nodes 0 "
+                    "needs --replace"
+                )
+            )
         finally:
             destroyed = run_cli("destroy", name, "--connect", uri, env=env, check=False)
     assert destroyed.returncode == 0, destroyed.stderr
+    print(destroyed.stdout)
+    assert f"removed virtual node {name}-node-1" in destroyed.stdout
+    assert "removed BMC emulator" in destroyed.stdout
+    assert libvirt_domain.lookup(libvirt_domain.connect(uri), f"{name}-node-1") is None
+    assert not node_disk.exists()
     assert libvirt_domain.lookup(libvirt_domain.connect(uri), name) is None
     assert not overlay.exists()
     assert cached_image.is_file(), "destroy keeps the cache"

@@ -80,26 +80,63 @@ def test_emulator_serves_only_its_nodes_behind_credentials(
     assert not virtual_bmc.stop(tmp_path)
 
 
+NODE_UUID = "11111111-2222-3333-4444-555555555555"
+OTHER_UUID = "99999999-8888-7777-6666-555555555555"
+
+
+def two_domain_host(path: Path) -> str:
+    """A libvirt test-driver host with a node and some other domain on it."""
+    domains = "".join(
+        f"<domain type='test'><name>{name}</name><uuid>{uuid}</uuid>"
+        "<memory>1048576</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>"
+        for name, uuid in (("node", NODE_UUID), ("other", OTHER_UUID))
+    )
+    path.write_text(f"<node>{domains}</node>")
+    return f"test://{path}"
+
+
 def test_emulator_denies_domains_that_are_not_its_nodes(
     tmp_path: Path, libvirt_test_driver: None
 ) -> None:
-    bmc = start(tmp_path, free_port(), ["00000000-0000-0000-0000-000000000000"])
+    bmc = virtual_bmc.start(
+        tmp_path,
+        uri=two_domain_host(tmp_path / "host.xml"),
+        listen_address="127.0.0.1",
+        guest_address="10.0.2.2",
+        port=free_port(),
+        allowed_instances=[NODE_UUID],
+    )
+    auth = (bmc.username, bmc.password)
     try:
-        denied = requests.get(
-            f"{bmc.host_url}/redfish/v1/Systems/{TEST_DOMAIN_UUID}",
-            auth=(bmc.username, bmc.password),
-            timeout=10,
-        )
+        systems = f"{bmc.host_url}/redfish/v1/Systems"
+        listed = requests.get(systems, auth=auth, timeout=10).json()["Members"]
+        assert listed == [{"@odata.id": f"/redfish/v1/Systems/{NODE_UUID}"}]
+        denied = requests.get(f"{systems}/{OTHER_UUID}", auth=auth, timeout=10)
         # sushy-tools 2.2 means 404 here; its api_utils shadows its own error
         # module, so a denial ends as a 500.  Denied either way: no system data.
         assert denied.status_code in (404, 500)
         assert "PowerState" not in denied.text
-        listed = requests.get(
-            f"{bmc.host_url}/redfish/v1/Systems", auth=(bmc.username, bmc.password), timeout=10
+        off = requests.post(
+            f"{systems}/{OTHER_UUID}/Actions/ComputerSystem.Reset",
+            json={"ResetType": "ForceOff"},
+            auth=auth,
+            timeout=10,
         )
-        assert listed.json()["Members"] == []
+        assert off.status_code >= 400, "a denied domain cannot be powered off"
     finally:
         virtual_bmc.stop(tmp_path)
+
+
+def test_a_node_the_emulator_cannot_read_is_one_clear_error(
+    tmp_path: Path, libvirt_test_driver: None
+) -> None:
+    port = free_port()
+    with pytest.raises(virtual_bmc.BmcError) as raised:
+        start(tmp_path, port, [OTHER_UUID])
+    assert str(raised.value).startswith(
+        f"BMC emulator on http://127.0.0.1:{port} cannot read system {OTHER_UUID}: HTTPError"
+    )
+    assert virtual_bmc.running_pid(tmp_path) is None, "nothing left running"
 
 
 def test_port_in_use_is_one_clear_error_and_nothing_runs(

@@ -7,12 +7,21 @@ from pathlib import Path
 
 
 def ssh_output(workdir: Path, name: str, *command: str, timeout: float = 120) -> str:
-    """stdout of ``command`` on appliance ``name``, through the ssh.config in ``workdir``."""
-    return subprocess.run(
+    """stdout of ``command`` on appliance ``name``, through the ssh.config in ``workdir``.
+
+    A failing command fails the test with its exit status and the end of its stderr.
+    """
+    completed = subprocess.run(
         ["ssh", "-F", "ssh.config", "-o", "BatchMode=yes", name, *command],
         cwd=workdir,
         capture_output=True,
         text=True,
         timeout=timeout,
-        check=True,
-    ).stdout
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)!r} on {name} exited {completed.returncode}: "
+            f"{completed.stderr[-1500:]}"
+        )
+    return completed.stdout
