@@ -138,10 +138,39 @@ def metadata_xml(values: dict[str, str]) -> str:
     )
 
 
+def _platform_xml() -> str:
+    """What the appliance and its nodes share: firmware features, CPU, clock, lifecycle."""
+    cpu = "<cpu mode='host-passthrough'/>" if accelerator() == "kvm" else ""
+    return f"""<features><acpi/><apic/></features>
+  {cpu}
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>"""
+
+
+def _disk_and_console_xml(disk: Path, console_log: Path, append_log: bool) -> str:
+    return f"""<disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' discard='unmap'/>
+      <source file={quoteattr(str(disk))}/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='pty'>
+      <log file={quoteattr(str(console_log))} append='{"on" if append_log else "off"}'/>
+      <target port='0'/>
+    </serial>
+    <console type='pty'><target type='serial' port='0'/></console>"""
+
+
+def _run_as_us_xml() -> str:
+    """qemu runs as the importing user and relabels nothing (see the module docstring)."""
+    label = f"+{os.getuid()}:+{os.getgid()}"
+    return f"<seclabel type='static' model='dac' relabel='no'><label>{label}</label></seclabel>"
+
+
 def domain_xml(spec: DomainSpec) -> str:
     if spec.network not in NETWORK_MODES:
         raise VirtError(f"network {spec.network!r}: use one of {', '.join(NETWORK_MODES)}")
-    cpu = "<cpu mode='host-passthrough'/>" if accelerator() == "kvm" else ""
     interface = ""
     qemu_commandline = ""
     if spec.network == "default":
@@ -159,7 +188,6 @@ def domain_xml(spec: DomainSpec) -> str:
             "<qemu:arg value='virtio-net-pci,netdev=un0,addr=0x10'/>"
             "</qemu:commandline>"
         )
-    label = f"+{os.getuid()}:+{os.getgid()}"
     return f"""<domain type='{libvirt_domain_type()}' xmlns:qemu='{QEMU_NAMESPACE}'>
   <name>{escape(spec.name)}</name>
   <title>undercloud appliance {escape(spec.metadata.get("build-id", ""))}</title>
@@ -167,37 +195,21 @@ def domain_xml(spec: DomainSpec) -> str:
   <memory unit='MiB'>{spec.memory_mib}</memory>
   <vcpu>{spec.vcpus}</vcpu>
   <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>
-  <features><acpi/><apic/></features>
-  {cpu}
-  <clock offset='utc'/>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
+  {_platform_xml()}
   <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2' discard='unmap'/>
-      <source file={quoteattr(str(spec.overlay))}/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
+    {_disk_and_console_xml(spec.overlay, spec.console_log, append_log=False)}
     {interface}
-    <serial type='pty'>
-      <log file={quoteattr(str(spec.console_log))} append='off'/>
-      <target port='0'/>
-    </serial>
-    <console type='pty'><target type='serial' port='0'/></console>
     {spec.provisioning.xml(PROVISIONING_PCI_SLOT) if spec.provisioning else ""}
     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
     <memballoon model='none'/>
   </devices>
-  <seclabel type='static' model='dac' relabel='no'><label>{label}</label></seclabel>
+  {_run_as_us_xml()}
   {qemu_commandline}
 </domain>
 """
 
 
 def node_xml(spec: NodeSpec) -> str:
-    cpu = "<cpu mode='host-passthrough'/>" if accelerator() == "kvm" else ""
-    label = f"+{os.getuid()}:+{os.getgid()}"
     metadata = metadata_xml({"virtual-node-of": spec.appliance})
     # <os><boot> (not per-device boot order): sushy-tools' libvirt driver
     # rewrites these when Ironic sets a boot device.
@@ -208,28 +220,14 @@ def node_xml(spec: NodeSpec) -> str:
   <memory unit='MiB'>{spec.memory_mib}</memory>
   <vcpu>{spec.vcpus}</vcpu>
   <os><type arch='x86_64'>hvm</type><boot dev='network'/><boot dev='hd'/></os>
-  <features><acpi/><apic/></features>
-  {cpu}
-  <clock offset='utc'/>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
+  {_platform_xml()}
   <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2' discard='unmap'/>
-      <source file={quoteattr(str(spec.disk))}/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
+    {_disk_and_console_xml(spec.disk, spec.console_log, append_log=True)}
     {spec.nic.xml()}
-    <serial type='pty'>
-      <log file={quoteattr(str(spec.console_log))} append='on'/>
-      <target port='0'/>
-    </serial>
-    <console type='pty'><target type='serial' port='0'/></console>
     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
     <memballoon model='none'/>
   </devices>
-  <seclabel type='static' model='dac' relabel='no'><label>{label}</label></seclabel>
+  {_run_as_us_xml()}
 </domain>
 """
 
