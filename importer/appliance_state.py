@@ -120,12 +120,17 @@ def clear_state(state_dir: Path, keep_key: bool = True) -> None:
         state_dir.rmdir()
 
 
-def remove_virtual_nodes(connection: Any, state_dir: Path) -> list[str]:
-    """Stop the BMC emulator, remove the virtual nodes and their network; say what went."""
+def remove_virtual_nodes(
+    connection: Any, state_dir: Path, plan: virtual_nodes.NodesPlan | None = None
+) -> list[str]:
+    """Stop the BMC emulator, remove the virtual nodes and their network; say what went.
+
+    ``plan``: the one an import is making (default: the one recorded in ``state_dir``).
+    """
     removed = []
     if virtual_bmc.stop(state_dir):
         removed.append("BMC emulator")
-    plan = virtual_nodes.read_plan(state_dir)
+    plan = plan or virtual_nodes.read_plan(state_dir)
     if plan is not None:
         removed += virtual_nodes.remove_nodes(connection, state_dir, plan)
     return removed

@@ -33,6 +33,7 @@ from importer.appliance_state import (
     has_appliance_state,
     has_generated_key,
     read_record,
+    remove_virtual_nodes,
     state_dir_for,
     teardown,
     write_record,
@@ -186,9 +187,10 @@ def _inspect_existing(context: ImportContext) -> Any | None:
         )
     if metadata.get("sha256") == fetched.sha256 and not options.replace:
         plan = virtual_nodes.read_plan(context.state_dir)
-        if (plan.count if plan else 0) != options.nodes:
+        count = plan.count if plan else 0
+        if count != options.nodes:
             raise ApplianceError(
-                f"appliance {options.name!r} has {plan.count if plan else 0} virtual node(s); "
+                f"appliance {options.name!r} has {count} virtual node(s); "
                 f"importing it with --nodes {options.nodes} needs --replace"
             )
         context.domain = domain
@@ -277,22 +279,29 @@ def step_create_virtual_nodes(context: ImportContext) -> None:
     if options.nodes <= 0:
         return
     virtual_nodes.check_memory(options.memory_mib, options.nodes)
-    listen, guest = bmc_addresses(context)
+    # The port is checked before anything is made; the emulator starts last.
+    listen, _ = bmc_addresses(context)
     port = options.bmc_port or free_local_port()
     virtual_bmc.check_port_free(listen, port)
     context.nodes_plan = virtual_nodes.plan_nodes(
         context.connection, options.name, options.nodes, options.provisioning_link, port
     )
     virtual_nodes.write_plan(context.state_dir, context.nodes_plan)
-    context.node_uuids = virtual_nodes.define_nodes(
-        context.connection, context.state_dir, context.nodes_plan
-    )
+    _define_nodes_and_start_bmc(context)
+
+
+def _define_nodes_and_start_bmc(context: ImportContext) -> None:
+    """Define the plan's nodes (those missing) and start their emulator (if it is not running)."""
+    plan = context.nodes_plan
+    assert plan is not None
+    context.node_uuids = virtual_nodes.define_nodes(context.connection, context.state_dir, plan)
+    listen, guest = bmc_addresses(context)
     context.bmc = virtual_bmc.start(
         context.state_dir,
-        uri=options.uri,
+        uri=context.options.uri,
         listen_address=listen,
         guest_address=guest,
-        port=port,
+        port=plan.bmc_port,
         allowed_instances=context.node_uuids,
     )
 
@@ -400,19 +409,8 @@ def step_write_handoff(context: ImportContext) -> None:
 
 def step_ensure_virtual_nodes(context: ImportContext) -> None:
     """A re-import: the nodes stay as they are; a BMC emulator that stopped is started."""
-    plan = context.nodes_plan
-    if plan is None:
-        return
-    context.node_uuids = virtual_nodes.define_nodes(context.connection, context.state_dir, plan)
-    listen, guest = bmc_addresses(context)
-    context.bmc = virtual_bmc.start(
-        context.state_dir,
-        uri=context.options.uri,
-        listen_address=listen,
-        guest_address=guest,
-        port=plan.bmc_port,
-        allowed_instances=context.node_uuids,
-    )
+    if context.nodes_plan is not None:
+        _define_nodes_and_start_bmc(context)
 
 
 def step_write_nodes_file(context: ImportContext) -> None:
@@ -554,9 +552,8 @@ def undo_fresh_import(context: ImportContext) -> None:
         with contextlib.suppress(ApplianceError):
             libvirt_domain.remove_domain(context.domain)
     if context.nodes_plan is not None and not context.already_imported:
-        virtual_bmc.stop(context.state_dir)
         with contextlib.suppress(ApplianceError):
-            virtual_nodes.remove_nodes(context.connection, context.state_dir, context.nodes_plan)
+            remove_virtual_nodes(context.connection, context.state_dir, context.nodes_plan)
     clear_state(context.state_dir, keep_key=not context.generated_key)
     if context.created_state_dir and context.state_dir.exists():
         shutil.rmtree(context.state_dir, ignore_errors=True)

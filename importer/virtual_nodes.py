@@ -56,7 +56,6 @@ class NodesPlan:
     """What ``import --nodes`` made; kept in ``<state dir>/nodes/nodes.json``."""
 
     appliance: str
-    count: int
     link: str  # "network" or "udp"
     network: str | None
     appliance_mac: str
@@ -64,6 +63,10 @@ class NodesPlan:
     node_macs: list[str]
     udp_ports: list[int]  # [appliance's, node's] for "udp"
     bmc_port: int
+
+    @property
+    def count(self) -> int:
+        return len(self.node_names)
 
     def appliance_nic(self) -> libvirt_domain.ProvisioningNic:
         if self.link == "network":
@@ -163,7 +166,6 @@ def plan_nodes(connection: Any, appliance: str, count: int, link: str, bmc_port:
     names = [f"{appliance}-node-{index}" for index in range(1, count + 1)]
     return NodesPlan(
         appliance=appliance,
-        count=count,
         link=chosen,
         network=network_name if chosen == "network" else None,
         appliance_mac=mac_for(f"{appliance}/provisioning"),

@@ -16,7 +16,6 @@ from undercloud_appliance.errors import ApplianceError
 def udp_plan() -> virtual_nodes.NodesPlan:
     return virtual_nodes.NodesPlan(
         appliance="uc",
-        count=1,
         link="udp",
         network=None,
         appliance_mac=virtual_nodes.mac_for("uc/provisioning"),
