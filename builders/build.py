@@ -21,6 +21,7 @@ from builders import dib
 from builders.appliance_data import write_appliance_data
 from builders.bake import bake, make_bake_key
 from builders.disk import DiskFacts, finish_disk, place_filesystem_on_disk, seal_disk
+from builders.ironic_images import IronicImagesSpec, collect_images, ensure_image
 from builders.profiles import Profile, load_profile, validate_profile_statically
 from undercloud_appliance.errors import ApplianceError, BuildError
 from undercloud_appliance.manifest import (
@@ -69,6 +70,7 @@ class BuildContext:
     facts: DiskFacts | None = None
     image_sha256: str = ""
     smoke: dict[str, Any] | None = None
+    ironic_images: dict[str, Any] | None = None
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -122,13 +124,35 @@ def step_render_appliance_data(context: BuildContext) -> None:
     context.elements = [data["distro"]["base_element"], *APPLIANCE_ELEMENTS, *data["elements"]]
 
 
+def step_build_ironic_images(context: BuildContext) -> None:
+    """The deploy ramdisk and deploy image, from the cache when their inputs did not change."""
+    spec = IronicImagesSpec.from_profile(context.profile.data)
+    if spec is None:
+        log.info("    ironic_images.agent_version is empty: no deploy ramdisk or image")
+        return
+    cache = cache_root() / "build"
+    directories = {
+        kind: ensure_image(kind, spec, cache, context.build_log)
+        for kind in ("ramdisk", "deploy-image")
+    }
+    context.ironic_images = {
+        "agent_version": spec.agent_version,
+        "constraints": spec.constraints,
+        **collect_images(directories, context.work / "ironic-images"),
+    }
+    context.elements.append("undercloud-ironic-images")
+
+
 def step_run_diskimage_builder(context: BuildContext) -> None:
     data = context.profile.data
+    extra_environment = dict(data.get("environment") or {})
+    if context.ironic_images:
+        extra_environment["DIB_UNDERCLOUD_IRONIC_IMAGES"] = str(context.work / "ironic-images")
     env = dib.dib_environment(
         data["distro"],
         context.work / "appliance-data",
         cache_root() / "build",
-        data.get("environment") or {},
+        extra_environment,
     )
     command = dib.dib_command(context.elements, context.work / "rootfs")
     dib.run_dib(command, env, context.build_log)
@@ -215,6 +239,7 @@ BUILD_STEPS = (
     step_validate_profile,
     step_pin_puddle,
     step_render_appliance_data,
+    step_build_ironic_images,
     step_run_diskimage_builder,
     step_assemble_disk,
     step_finish_with_libguestfs,
@@ -264,6 +289,7 @@ def manifest_for(context: BuildContext, timings: dict[str, float]) -> Manifest:
         undercloud_packages=list(data["undercloud"]["packages"]),
         timings=timings,
         smoke=context.smoke,
+        ironic_images=context.ironic_images,
     )
 
 
@@ -290,7 +316,7 @@ def build(
         context.build_log.write_text(f"build {context.build_id} of {profile.name}\n")
         timings = StepRunner(BUILD_STEPS).run(context).as_dict()
         manifest_for(context, timings).write(context.work / MANIFEST_NAME)
-        for leftover in ("appliance-data", "rootfs.d"):
+        for leftover in ("appliance-data", "rootfs.d", "ironic-images"):
             shutil.rmtree(context.work / leftover, ignore_errors=True)
         context.work.chmod(0o755)
         if output.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import re
@@ -81,6 +82,38 @@ def dib_command(elements: Sequence[str], output_stem: Path) -> list[str]:
     ]
 
 
+KVM_DEVICE = Path("/dev/kvm")
+
+
+def _device_group(device: Path) -> int | None:
+    try:
+        return device.stat().st_gid
+    except OSError:
+        return None
+
+
+def _restore_device_group(device: Path, group: int | None) -> None:
+    """Undo a chroot's change to a host device's group.
+
+    DIB bind-mounts the host's /dev into the chroot; a package that sets up
+    udev there (the ironic-python-agent ramdisk's) can give /dev/kvm the
+    chroot's kvm group id, a different group on the host, after which
+    libvirt hangs probing qemu.  Restored to the host's ``kvm`` group (its
+    owner on Debian), or to what it was when the host has no such group.
+    """
+    now = _device_group(device)
+    if group is None or now is None or now == group:
+        return
+    try:
+        wanted = grp.getgrnam("kvm").gr_gid
+    except KeyError:
+        wanted = group
+    log.warning(
+        "%s changed group during the DIB run (%d -> %d): set to %d", device, group, now, wanted
+    )
+    os.chown(device, -1, wanted)
+
+
 def run_dib(command: Sequence[str], env: Mapping[str, str], build_log: Path) -> None:
     """Run DIB, appending its output to ``build_log``; raise on failure.
 
@@ -88,6 +121,7 @@ def run_dib(command: Sequence[str], env: Mapping[str, str], build_log: Path) -> 
     build shows where it is; everything else goes to the build log only.
     """
     log.debug("running %s", " ".join(command))
+    kvm_group = _device_group(KVM_DEVICE)
     last_lines: list[str] = []
     failure_line = None
     with build_log.open("a", encoding="utf-8") as log_file:
@@ -114,6 +148,7 @@ def run_dib(command: Sequence[str], env: Mapping[str, str], build_log: Path) -> 
                 failure_line = failed.group(0)
             last_lines = [*last_lines[-19:], line.rstrip()]
         returncode = process.wait()
+    _restore_device_group(KVM_DEVICE, kvm_group)
     if returncode != 0:
         if failure_line:
             raise BuildError(

@@ -168,6 +168,8 @@ class Manifest:
     timings: dict[str, float]
     undercloud_packages: list[str] = field(default_factory=list)
     smoke: dict[str, Any] | None = None
+    # The deploy ramdisk and deploy image baked in (builders/ironic_images.py), or None.
+    ironic_images: dict[str, Any] | None = None
     promotions: list[dict[str, Any]] = field(default_factory=list)
     created: str = field(default_factory=utc_timestamp)
     format: str = FORMAT_NAME
@@ -226,6 +228,7 @@ class Manifest:
                     "undercloud_packages": self.undercloud_packages,
                     "timings": self.timings,
                     "smoke": self.smoke,
+                    "ironic_images": self.ironic_images,
                     "promotions": self.promotions,
                 }
             )

@@ -18,6 +18,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from undercloud_appliance.puddles import TemplateError, template_variables
@@ -408,6 +409,20 @@ def dhcp_range_ordered(value: Any, data: Mapping[str, Any]) -> str | None:
     return None
 
 
+# upper-constraints-<name>.txt files, one per OpenStack series, for the IPA ramdisk.
+CONSTRAINTS_DIR = Path(__file__).resolve().parents[1] / "constraints"
+
+
+def constraints_file_exists(value: Any, data: Mapping[str, Any]) -> str | None:
+    if not isinstance(value, str) or (CONSTRAINTS_DIR / f"upper-constraints-{value}.txt").is_file():
+        return None
+    known = sorted(
+        path.name.removeprefix("upper-constraints-").removesuffix(".txt")
+        for path in CONSTRAINTS_DIR.glob("upper-constraints-*.txt")
+    )
+    return f"{shown(value)} has no file in builders/constraints (known: {', '.join(known)})"
+
+
 def _commands(key: str, doc: str) -> Setting:
     command = Text(SHELL_COMMAND, "shell command (one non-empty line)", "shell command")
     return Setting(key, ListOf(command), doc, [])
@@ -619,6 +634,34 @@ SETTINGS: tuple[Setting | Section, ...] = (
         constraint=dhcp_range_ordered,
         constraint_doc="in that network, not before ``dhcp_start``, the range not holding "
         "the appliance's own address",
+    ),
+    Section(
+        "ironic_images",
+        "The deploy ramdisk (ironic-python-agent) and the whole-disk deploy image the "
+        "builder makes with diskimage-builder and bakes into the appliance under "
+        "``/srv/ironic/images``.",
+    ),
+    Setting(
+        "ironic_images.agent_version",
+        Text(r"(|[0-9]+(\.[0-9]+){1,3})", "release number, or empty"),
+        "The ironic-python-agent release on PyPI the ramdisk runs: the one of the "
+        "OpenStack series of the profile's Ironic.  Empty: no ramdisk, no deploy image.",
+        "",
+    ),
+    Setting(
+        "ironic_images.constraints",
+        Text(NAME, "constraints name"),
+        "The ``builders/constraints/upper-constraints-<name>.txt`` the agent is "
+        "installed with (that series' openstack/requirements).",
+        "2023.1",
+        constraint=constraints_file_exists,
+        constraint_doc="a file ``builders/constraints/upper-constraints-<value>.txt`` exists",
+    ),
+    Setting(
+        "ironic_images.deploy_image_size_gib",
+        Integer(1, 64),
+        "Virtual size of the whole-disk deploy image (a node's disk must be at least this big).",
+        2,
     ),
     Section("image", "The image file and the system in it."),
     Setting("image.format", Choice(("qcow2",)), "Image format.", "qcow2"),

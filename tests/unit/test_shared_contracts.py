@@ -192,6 +192,12 @@ def full_manifest() -> dict:
         "undercloud_packages": ["a"],
         "timings": {"compress-image": 1.5},
         "smoke": {"passed": True, "ran_at": "2026-11-22T00:00:00Z", "results": []},
+        "ironic_images": {
+            "agent_version": "9.4.3",
+            "constraints": "2023.1",
+            "directory": "/srv/ironic/images",
+            "files": {"ipa.kernel": {"kind": "ramdisk", "size": 1, "sha256": "0" * 64}},
+        },
         "promotions": [{"label": "stable", "forced": True}],
         "updated_from": {"build_id": "20261121T000000Z-012345", "puddle_id": None},
     }
@@ -227,6 +233,7 @@ def test_minimal_manifest_gains_only_the_optional_fields_with_empty_values() -> 
         "image": {**minimal_manifest()["image"], "compression": None},
         "undercloud_packages": [],
         "smoke": None,
+        "ironic_images": None,
         "promotions": [],
     }
 
