@@ -4,6 +4,11 @@
 from the directory the import ran in.  Host keys are accepted on first
 contact (the guest makes new ones on its first boot) and remembered in the
 appliance's state directory, not in ``~/.ssh/known_hosts``.
+
+Virtual baremetal nodes (``import --nodes``) are in both files too, reached
+through the appliance (``ProxyJump``): ``ssh -F ssh.config <node>`` works
+once Ironic has deployed the node with the appliance user's key in its
+config drive.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +29,9 @@ log = logging.getLogger(__name__)
 SSH_CONFIG_NAME = "ssh.config"
 INVENTORY_NAME = "hosts"
 SSH_USER = "stack"
+# The deploy image's cloud-style first boot (glean) authorises the config
+# drive's keys for root.
+NODE_SSH_USER = "root"
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,32 @@ class SshEndpoint:
     known_hosts: Path
 
 
-def ssh_config_text(endpoint: SshEndpoint) -> str:
+@dataclass(frozen=True)
+class NodeEndpoint:
+    """A virtual baremetal node: its name and fixed provisioning address."""
+
+    name: str
+    address: str
+
+
+def _node_ssh_config(endpoint: SshEndpoint, node: NodeEndpoint) -> str:
+    # Every deploy gives the node new host keys: remembering them would make
+    # the next deploy of the same node look like an attack.  The node is on
+    # the appliance's own provisioning network, reached only through it.
+    return (
+        f"Host {node.name}\n"
+        f"    HostName {node.address}\n"
+        f"    User {NODE_SSH_USER}\n"
+        f"    ProxyJump {endpoint.name}\n"
+        f"    IdentityFile {endpoint.identity}\n"
+        "    IdentitiesOnly yes\n"
+        "    StrictHostKeyChecking no\n"
+        "    UserKnownHostsFile /dev/null\n"
+        "    LogLevel ERROR\n"
+    )
+
+
+def ssh_config_text(endpoint: SshEndpoint, nodes: Sequence[NodeEndpoint] = ()) -> str:
     return (
         f"Host {endpoint.name}\n"
         f"    HostName {endpoint.host}\n"
@@ -98,10 +131,12 @@ def ssh_config_text(endpoint: SshEndpoint) -> str:
         "    StrictHostKeyChecking accept-new\n"
         f"    UserKnownHostsFile {endpoint.known_hosts}\n"
         "    LogLevel ERROR\n"
-    )
+    ) + "".join(f"\n{_node_ssh_config(endpoint, node)}" for node in nodes)
 
 
-def inventory_text(endpoint: SshEndpoint) -> str:
+def inventory_text(
+    endpoint: SshEndpoint, nodes: Sequence[NodeEndpoint] = (), ssh_config: Path | None = None
+) -> str:
     common_args = (
         f"-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={endpoint.known_hosts}"
     )
@@ -110,15 +145,37 @@ def inventory_text(endpoint: SshEndpoint) -> str:
         f"{endpoint.name} ansible_host={endpoint.host} ansible_port={endpoint.port} "
         f"ansible_user={SSH_USER} ansible_ssh_private_key_file={endpoint.identity} "
         f"ansible_ssh_common_args={shlex.quote(common_args)}\n"
+    ) + _nodes_inventory(endpoint, nodes, ssh_config)
+
+
+def _nodes_inventory(
+    endpoint: SshEndpoint, nodes: Sequence[NodeEndpoint], ssh_config: Path | None
+) -> str:
+    if not nodes:
+        return ""
+    assert ssh_config is not None
+    jump = f"ssh -F {ssh_config.absolute()} -W %h:%p {endpoint.name}"
+    common_args = (
+        f"-o ProxyCommand={shlex.quote(jump)} "
+        "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
     )
+    lines = [
+        f"{node.name} ansible_host={node.address} ansible_user={NODE_SSH_USER} "
+        f"ansible_ssh_private_key_file={endpoint.identity} "
+        f"ansible_ssh_common_args={shlex.quote(common_args)}\n"
+        for node in nodes
+    ]
+    return "\n[baremetal]\n" + "".join(lines)
 
 
-def write_handoff(endpoint: SshEndpoint, directory: Path) -> tuple[Path, Path]:
+def write_handoff(
+    endpoint: SshEndpoint, directory: Path, nodes: Sequence[NodeEndpoint] = ()
+) -> tuple[Path, Path]:
     """Write ``ssh.config`` and ``hosts`` into ``directory``; return their paths."""
     ssh_config = directory / SSH_CONFIG_NAME
     inventory = directory / INVENTORY_NAME
-    write_file_atomically(ssh_config, ssh_config_text(endpoint).encode())
-    write_file_atomically(inventory, inventory_text(endpoint).encode())
+    write_file_atomically(ssh_config, ssh_config_text(endpoint, nodes).encode())
+    write_file_atomically(inventory, inventory_text(endpoint, nodes, ssh_config).encode())
     return ssh_config, inventory
 
 

@@ -43,6 +43,7 @@ from importer.customise import Customisation, customise_overlay
 from importer.fetch import FetchedImage, fetch_image
 from importer.handoff import (
     SSH_CONFIG_NAME,
+    NodeEndpoint,
     SshEndpoint,
     SshKey,
     generated_ssh_key,
@@ -283,8 +284,22 @@ def step_create_virtual_nodes(context: ImportContext) -> None:
     listen, _ = bmc_addresses(context)
     port = options.bmc_port or free_local_port()
     virtual_bmc.check_port_free(listen, port)
+    assert context.fetched is not None
+    manifest = context.fetched.manifest
+    provisioning = manifest["profile"]["resolved"].get("provisioning")
+    if not provisioning:
+        raise virtual_nodes.NodesError(
+            f"--nodes: build {manifest['build_id']} has no provisioning network settings "
+            "(built before they existed): rebuild it"
+        )
     context.nodes_plan = virtual_nodes.plan_nodes(
-        context.connection, options.name, options.nodes, options.provisioning_link, port
+        context.connection,
+        options.name,
+        options.nodes,
+        options.provisioning_link,
+        port,
+        provisioning=provisioning,
+        ironic_images=manifest.get("ironic_images"),
     )
     virtual_nodes.write_plan(context.state_dir, context.nodes_plan)
     _define_nodes_and_start_bmc(context)
@@ -402,8 +417,18 @@ def step_wait_for_ssh(context: ImportContext) -> None:
 
 def step_write_handoff(context: ImportContext) -> None:
     libvirt_domain.write_metadata(context.domain, domain_metadata(context))
+    plan = context.nodes_plan
+    # A plan from before nodes had fixed addresses names none: no node entries.
+    nodes = (
+        [
+            NodeEndpoint(name, address)
+            for name, address in zip(plan.node_names, plan.node_addresses, strict=True)
+        ]
+        if plan is not None and plan.node_addresses
+        else []
+    )
     context.ssh_config, context.inventory = write_handoff(
-        endpoint(context), context.options.handoff_dir
+        endpoint(context), context.options.handoff_dir, nodes
     )
 
 
@@ -432,9 +457,29 @@ def step_write_nodes_file(context: ImportContext) -> None:
     remote = f"umask 077 && cat > .{virtual_nodes.NODES_FILE_NAME}.tmp && " + (
         f"mv .{virtual_nodes.NODES_FILE_NAME}.tmp {virtual_nodes.NODES_FILE_NAME}"
     )
+    _send_to_appliance(context, remote, text, virtual_nodes.NODES_FILE_NAME)
+    if plan.node_addresses:
+        # dnsmasq re-reads its dhcp-hostsfile on SIGHUP.
+        hosts_file = DHCP_HOSTS_FILE
+        remote = (
+            f"sudo sh -c 'cat > {hosts_file}.tmp && mv {hosts_file}.tmp {hosts_file} && "
+            "{ pkill -HUP -x dnsmasq || true; }'"
+        )
+        _send_to_appliance(
+            context, remote, virtual_nodes.dhcp_hosts_text(plan).encode(), hosts_file
+        )
+
+
+# Read by the appliance's dnsmasq (elements/debian-undercloud, dhcp-hostsfile).
+DHCP_HOSTS_FILE = "/etc/undercloud-appliance/dhcp-hosts"
+
+
+def _send_to_appliance(context: ImportContext, remote: str, data: bytes, what: str) -> None:
+    """Run ``remote`` in the appliance with ``data`` on its standard input."""
+    assert context.ssh_config is not None
     completed = subprocess.run(
         ssh_command(context.ssh_config, context.options.name, remote),
-        input=text,
+        input=data,
         capture_output=True,
         timeout=120,
         check=False,
@@ -442,8 +487,7 @@ def step_write_nodes_file(context: ImportContext) -> None:
     if completed.returncode != 0:
         detail = completed.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
         raise ApplianceError(
-            f"cannot copy {virtual_nodes.NODES_FILE_NAME} into appliance "
-            f"{context.options.name!r}: {detail[0]}"
+            f"cannot copy {what} into appliance {context.options.name!r}: {detail[0]}"
         )
 
 

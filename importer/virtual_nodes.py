@@ -18,12 +18,14 @@ reads) names each node, its redfish driver_info and its MAC.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import os
 import socket
 import subprocess
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,12 @@ class NodesPlan:
     node_macs: list[str]
     udp_ports: list[int]  # [appliance's, node's] for "udp"
     bmc_port: int
+    # Each node's fixed address on the provisioning network (the appliance's
+    # dnsmasq hands it out by MAC), so ssh.config and hosts can name it.
+    node_addresses: list[str] = field(default_factory=list)
+    # Where Ironic in the appliance finds the deploy ramdisk baked into it
+    # (manifest ``ironic_images``): None when the appliance has none.
+    deploy_ramdisk: dict[str, str] | None = None
 
     @property
     def count(self) -> int:
@@ -139,7 +147,42 @@ def _available_mib() -> int | None:
     return None
 
 
-def plan_nodes(connection: Any, appliance: str, count: int, link: str, bmc_port: int) -> NodesPlan:
+def node_addresses(provisioning: Mapping[str, Any], count: int) -> list[str]:
+    """The first ``count`` addresses of the profile's DHCP range, one per node."""
+    start = ipaddress.IPv4Address(provisioning["dhcp_start"])
+    end = ipaddress.IPv4Address(provisioning["dhcp_end"])
+    if int(end) - int(start) + 1 < count:
+        raise NodesError(
+            f"--nodes {count}: the appliance's provisioning DHCP range {start}-{end} "
+            f"holds only {int(end) - int(start) + 1} address(es)"
+        )
+    return [str(start + index) for index in range(count)]
+
+
+def deploy_ramdisk_of(ironic_images: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """Node ``deploy_kernel``/``deploy_ramdisk`` (file:// in the appliance), from the manifest."""
+    if not ironic_images:
+        return None
+    directory = ironic_images["directory"]
+    by_suffix = {name.rsplit(".", 1)[-1]: name for name in ironic_images["files"]}
+    if "kernel" not in by_suffix or "initramfs" not in by_suffix:
+        return None
+    return {
+        "deploy_kernel": f"file://{directory}/{by_suffix['kernel']}",
+        "deploy_ramdisk": f"file://{directory}/{by_suffix['initramfs']}",
+    }
+
+
+def plan_nodes(
+    connection: Any,
+    appliance: str,
+    count: int,
+    link: str,
+    bmc_port: int,
+    *,
+    provisioning: Mapping[str, Any],
+    ironic_images: Mapping[str, Any] | None = None,
+) -> NodesPlan:
     """Choose the link (making the isolated network when it is used) and names, MACs, ports."""
     if link not in LINK_KINDS:
         raise NodesError(f"--provisioning-link {link!r}: use one of {', '.join(LINK_KINDS)}")
@@ -163,6 +206,7 @@ def plan_nodes(connection: Any, appliance: str, count: int, link: str, bmc_port:
             if link == "auto"
             else f"--nodes {count}: --provisioning-link udp joins the appliance to one node"
         )
+    addresses = node_addresses(provisioning, count)
     names = [f"{appliance}-node-{index}" for index in range(1, count + 1)]
     return NodesPlan(
         appliance=appliance,
@@ -173,6 +217,8 @@ def plan_nodes(connection: Any, appliance: str, count: int, link: str, bmc_port:
         node_macs=[mac_for(name) for name in names],
         udp_ports=[free_udp_port(), free_udp_port()] if chosen == "udp" else [],
         bmc_port=bmc_port,
+        node_addresses=addresses,
+        deploy_ramdisk=deploy_ramdisk_of(ironic_images),
     )
 
 
@@ -229,27 +275,40 @@ def nodes_document(plan: NodesPlan, uuids: list[str], bmc: BmcEndpoint) -> dict[
     """What ``openstack baremetal create nodes.yaml`` enrolls."""
     nodes = []
     for name, uuid, mac in zip(plan.node_names, uuids, plan.node_macs, strict=True):
-        nodes.append(
-            {
-                "name": name,
-                "driver": "redfish",
-                "driver_info": {
-                    "redfish_address": bmc.guest_url,
-                    "redfish_system_id": f"/redfish/v1/Systems/{uuid}",
-                    "redfish_username": bmc.username,
-                    "redfish_password": bmc.password,
-                },
-                "resource_class": "baremetal",
-                "properties": {
-                    "cpu_arch": "x86_64",
-                    "cpus": NODE_VCPUS,
-                    "memory_mb": NODE_MEMORY_MIB,
-                    "local_gb": NODE_DISK_GIB,
-                },
-                "ports": [{"address": mac}],
-            }
-        )
+        node: dict[str, Any] = {
+            "name": name,
+            "driver": "redfish",
+            "driver_info": {
+                "redfish_address": bmc.guest_url,
+                "redfish_system_id": f"/redfish/v1/Systems/{uuid}",
+                "redfish_username": bmc.username,
+                "redfish_password": bmc.password,
+            },
+            "resource_class": "baremetal",
+            # CPUs, memory and disk are what inspection finds out.
+            # Legacy BIOS: the nodes have no UEFI firmware (no OVMF needed on the host).
+            "properties": {"cpu_arch": "x86_64", "capabilities": "boot_mode:bios"},
+            "ports": [{"address": mac}],
+        }
+        if plan.deploy_ramdisk:
+            node["driver_info"].update(plan.deploy_ramdisk)
+            # iPXE over HTTP from the appliance, the agent writes the image
+            # (direct), ironic-inspector records the hardware.
+            node.update(
+                boot_interface="ipxe", deploy_interface="direct", inspect_interface="inspector"
+            )
+        nodes.append(node)
     return {"nodes": nodes}
+
+
+def dhcp_hosts_text(plan: NodesPlan) -> str:
+    """dnsmasq ``dhcp-hostsfile`` lines: each node's MAC gets its fixed address and name."""
+    return "".join(
+        f"{mac},{address},{name}\n"
+        for name, mac, address in zip(
+            plan.node_names, plan.node_macs, plan.node_addresses, strict=True
+        )
+    )
 
 
 def nodes_file_text(document: dict[str, Any]) -> str:

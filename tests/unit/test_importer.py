@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +16,13 @@ from importer.appliance_state import check_name, clear_state, has_appliance_stat
 from importer.cache import ImageCache
 from importer.customise import Customisation
 from importer.fetch import resolve_build_id
-from importer.handoff import SshEndpoint, given_ssh_key, inventory_text, ssh_config_text
+from importer.handoff import (
+    NodeEndpoint,
+    SshEndpoint,
+    given_ssh_key,
+    inventory_text,
+    ssh_config_text,
+)
 from importer.imports import ImportContext, ImportOptions, grow_to_bytes, layer_key
 from importer.signature import normalise_fingerprint, signing_fingerprints
 from undercloud_appliance.errors import ApplianceError, NotFoundError, StoreError
@@ -107,6 +114,33 @@ def test_inventory_is_an_ansible_ini_group() -> None:
     assert (
         "UserKnownHostsFile=/state/undercloud/known_hosts" in variables["ansible_ssh_common_args"]
     )
+
+
+def test_nodes_are_reached_through_the_appliance_in_both_files(tmp_path: Path) -> None:
+    nodes = [NodeEndpoint("undercloud-node-1", "192.168.24.100")]
+    config = tmp_path / "ssh.config"
+    config.write_text(ssh_config_text(endpoint(), nodes))
+    # OpenSSH itself reads the file: what `ssh -F ssh.config undercloud-node-1` would use.
+    effective = subprocess.run(
+        ["ssh", "-F", str(config), "-G", "undercloud-node-1"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    settings = dict(line.split(" ", 1) for line in effective.splitlines() if " " in line)
+    assert settings["hostname"] == "192.168.24.100"
+    assert settings["user"] == "root"
+    assert settings["proxyjump"] == "undercloud"
+    assert settings["identityfile"] == "/state/undercloud/id_ed25519"
+    appliance = subprocess.run(
+        ["ssh", "-F", str(config), "-G", "undercloud"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "port 40022" in appliance.splitlines()
+
+    lines = inventory_text(endpoint(), nodes, config).splitlines()
+    assert lines[lines.index("[baremetal]") + 1].startswith("undercloud-node-1 ")
+    words = shlex.split(lines[lines.index("[baremetal]") + 1])
+    variables = dict(word.split("=", 1) for word in words[1:])
+    assert variables["ansible_host"] == "192.168.24.100"
+    assert f"ssh -F {config} -W %h:%p undercloud" in variables["ansible_ssh_common_args"]
 
 
 def test_given_ssh_key_accepts_private_or_public_and_names_missing_files(tmp_path: Path) -> None:

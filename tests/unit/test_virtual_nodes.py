@@ -23,7 +23,19 @@ def udp_plan() -> virtual_nodes.NodesPlan:
         node_macs=[virtual_nodes.mac_for("uc-node-1")],
         udp_ports=[41001, 41002],
         bmc_port=8000,
+        node_addresses=["192.168.24.100"],
     )
+
+
+PROVISIONING = {"dhcp_start": "192.168.24.100", "dhcp_end": "192.168.24.101"}
+IRONIC_IMAGES = {
+    "directory": "/srv/ironic/images",
+    "files": {
+        "ipa.kernel": {"kind": "ramdisk"},
+        "ipa.initramfs": {"kind": "ramdisk"},
+        "deploy-image.qcow2": {"kind": "deploy-image"},
+    },
+}
 
 
 def test_udp_link_crosses_the_two_ends_on_loopback() -> None:
@@ -110,7 +122,36 @@ def test_nodes_file_is_what_openstack_baremetal_create_reads() -> None:
         "redfish_password": "s3cret",
     }
     assert node["ports"] == [{"address": udp_plan().node_macs[0]}]
-    assert node["properties"]["cpu_arch"] == "x86_64"
+    # Inspection finds CPUs, memory and disk; the file does not guess them.
+    assert node["properties"] == {"cpu_arch": "x86_64", "capabilities": "boot_mode:bios"}
+    assert "deploy_interface" not in node, "no ramdisk in the appliance: nothing to deploy with"
+
+
+def test_nodes_file_names_the_baked_ramdisk_and_the_interfaces_that_deploy() -> None:
+    bmc = BmcEndpoint("127.0.0.1", 8000, "10.0.2.2", "admin", "s3cret")
+    plan = virtual_nodes.NodesPlan(
+        **{**udp_plan().__dict__, "deploy_ramdisk": virtual_nodes.deploy_ramdisk_of(IRONIC_IMAGES)}
+    )
+    (node,) = virtual_nodes.nodes_document(plan, ["0f0e-uuid"], bmc)["nodes"]
+    assert node["driver_info"]["deploy_kernel"] == "file:///srv/ironic/images/ipa.kernel"
+    assert node["driver_info"]["deploy_ramdisk"] == "file:///srv/ironic/images/ipa.initramfs"
+    assert (node["boot_interface"], node["deploy_interface"], node["inspect_interface"]) == (
+        "ipxe",
+        "direct",
+        "inspector",
+    )
+    assert virtual_nodes.deploy_ramdisk_of(None) is None
+
+
+def test_nodes_get_fixed_addresses_from_the_start_of_the_dhcp_range() -> None:
+    assert virtual_nodes.node_addresses(PROVISIONING, 2) == ["192.168.24.100", "192.168.24.101"]
+    with pytest.raises(
+        ApplianceError, match=r"--nodes 3: .*192.168.24.100-192.168.24.101 holds only 2"
+    ):
+        virtual_nodes.node_addresses(PROVISIONING, 3)
+    assert virtual_nodes.dhcp_hosts_text(udp_plan()) == (
+        f"{udp_plan().node_macs[0]},192.168.24.100,uc-node-1\n"
+    )
 
 
 def test_too_many_nodes_for_the_memory_is_refused_before_anything_is_made() -> None:
@@ -125,8 +166,12 @@ def test_udp_link_carries_one_node_only() -> None:
             raise AssertionError("udp must not look for a network")
 
     with pytest.raises(ApplianceError, match="--provisioning-link udp joins the appliance to one"):
-        virtual_nodes.plan_nodes(NoBridges(), "uc", 2, "udp", 8000)
+        virtual_nodes.plan_nodes(NoBridges(), "uc", 2, "udp", 8000, provisioning=PROVISIONING)
     with pytest.raises(ApplianceError, match="--provisioning-link 'wire'"):
-        virtual_nodes.plan_nodes(NoBridges(), "uc", 1, "wire", 8000)
-    plan = virtual_nodes.plan_nodes(NoBridges(), "uc", 1, "udp", 8000)
+        virtual_nodes.plan_nodes(NoBridges(), "uc", 1, "wire", 8000, provisioning=PROVISIONING)
+    plan = virtual_nodes.plan_nodes(
+        NoBridges(), "uc", 1, "udp", 8000, provisioning=PROVISIONING, ironic_images=IRONIC_IMAGES
+    )
     assert plan.link == "udp" and len(set(plan.udp_ports)) == 2
+    assert plan.node_addresses == ["192.168.24.100"]
+    assert plan.deploy_ramdisk["deploy_kernel"].endswith("/ipa.kernel")
