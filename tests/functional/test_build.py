@@ -38,7 +38,8 @@ def test_manifest_describes_the_image(appliance_build: Path) -> None:
     assert manifest["image"]["file_size"] == image.stat().st_size
     info = image_info(image)
     assert info["format"] == "qcow2"
-    assert manifest["image"]["virtual_size"] == info["virtual-size"] == 4 * 2**30
+    size_gib = manifest["profile"]["resolved"]["image"]["size_gib"]
+    assert manifest["image"]["virtual_size"] == info["virtual-size"] == size_gib * 2**30
     # Compressed and sparse: far smaller than the virtual disk.
     assert manifest["image"]["file_size"] < manifest["image"]["virtual_size"] / 3
     assert "python3-openstackclient" in manifest["packages"]
@@ -52,19 +53,29 @@ def test_manifest_describes_the_image(appliance_build: Path) -> None:
     smoke = manifest["smoke"]
     assert smoke["passed"] is True
     assert smoke["stage"] == "build"
-    # debian-ci bakes Keystone: a real token from the booted image.
-    assert [r["command"] for r in smoke["results"]] == [
-        "openstack --os-cloud undercloud token issue -f value -c expires"
-    ]
-    assert smoke["results"][0]["returncode"] == 0
+    # debian-ci bakes the undercloud: a real token, Ironic's drivers, its services.
+    commands = manifest["profile"]["resolved"]["undercloud"]["smoke_commands"]
+    assert [r["command"] for r in smoke["results"]] == commands
+    assert all(result["returncode"] == 0 for result in smoke["results"])
     assert smoke["results"][0]["output_tail"].strip().startswith("20")  # an expiry date
+    assert "redfish" in smoke["results"][1]["output_tail"]
     assert {"bake-in-booted-image", "seal-after-bake"} <= set(manifest["timings"])
-    assert manifest["profile"]["resolved"]["undercloud"]["packages"] == [
-        "keystone",
-        "python3-openstackclient",
-    ]
-    assert "keystone" in manifest["packages"]
-    assert "debian-undercloud" in manifest["dib"]["elements"]
+    for package in manifest["profile"]["resolved"]["undercloud"]["packages"]:
+        assert package in manifest["packages"]
+    assert {"debian-undercloud", "undercloud-ironic-images"} <= set(manifest["dib"]["elements"])
+
+
+def test_deploy_ramdisk_and_image_are_built_recorded_and_baked_in(appliance_build: Path) -> None:
+    manifest = read_manifest(appliance_build)
+    section = manifest["ironic_images"]
+    assert section["agent_version"] == "9.4.3"
+    assert section["directory"] == "/srv/ironic/images"
+    files = section["files"]
+    assert set(files) == {"ipa.kernel", "ipa.initramfs", "deploy-image.qcow2"}
+    assert {files[name]["kind"] for name in files} == {"ramdisk", "deploy-image"}
+    # Trimmed: the untrimmed bookworm ramdisk (318 MB) would not unpack on a 2 GiB node.
+    assert files["ipa.initramfs"]["size"] < 260 * 10**6
+    # (test_image_is_identified_and_sealed checks the files in the image against these.)
 
 
 def test_image_is_identified_and_sealed(appliance_build: Path) -> None:
@@ -84,8 +95,20 @@ def test_image_is_identified_and_sealed(appliance_build: Path) -> None:
         grub_cfg = handle.cat("/boot/grub/grub.cfg")
         bake_key_present = handle.exists("/home/stack/.ssh/authorized_keys")
         journal = handle.find("/var/log/journal") if handle.is_dir("/var/log/journal") else []
+        images_dir = manifest["ironic_images"]["directory"]
+        image_sums = handle.cat(f"{images_dir}/SHA256SUMS")
+        image_sizes = {
+            name: handle.filesize(f"{images_dir}/{name}")
+            for name in manifest["ironic_images"]["files"]
+        }
     finally:
         handle.close()
+    # The ramdisk and deploy image in the appliance are the bytes the manifest names.
+    files = manifest["ironic_images"]["files"]
+    assert dict(line.split()[::-1] for line in image_sums.splitlines()) == {
+        name: entry["sha256"] for name, entry in files.items()
+    }
+    assert image_sizes == {name: entry["size"] for name, entry in files.items()}
     assert release == {
         "build_id": manifest["build_id"],
         "profile": "debian-ci",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from importer import libvirt_domain
+from importer import libvirt_domain, virtual_nodes
 from tests.conftest import appliance_name_for_test, run_cli
 from tests.support.appliance_ssh import ssh_output
 from tests.support.libvirtd import active_default_network, running_libvirtd
@@ -106,6 +107,83 @@ def check_virtual_node(
     return node["name"]
 
 
+# Run in the appliance as the appliance user, the README's "After import: deploy
+# a node" commands; {node} is the node's name.
+DEPLOY_COMMANDS = {
+    "enroll": "openstack baremetal create nodes.yaml",
+    "manage": "openstack baremetal node manage --wait 900 {node}",
+    "inspect": "openstack baremetal node inspect --wait 1800 {node}",
+    "provide (cleaning)": "openstack baremetal node provide --wait 1800 {node}",
+    "deploy": "undercloud-deploy-node --wait 2400 {node}",
+    "undeploy (cleaning)": "openstack baremetal node undeploy --wait 1800 {node}",
+    "delete": "openstack baremetal node delete {node}",
+}
+
+
+def in_appliance(workdir: Path, name: str, command: str, timeout: float = 300) -> str:
+    return ssh_output(workdir, name, f"export OS_CLOUD=undercloud; {command}", timeout=timeout)
+
+
+def deploy_node_end_to_end(workdir: Path, name: str, node: dict) -> dict[str, float]:
+    """Enroll, manage, inspect, provide, deploy, ssh, undeploy, delete; seconds per phase."""
+    timings: dict[str, float] = {}
+
+    def phase(label: str, timeout: float = 2500) -> str:
+        started = time.monotonic()
+        output = in_appliance(workdir, name, DEPLOY_COMMANDS[label].format(node=node["name"]),
+                              timeout=timeout)  # fmt: skip
+        timings[label] = round(time.monotonic() - started, 1)
+        print(f"deploy walk-through: {label}: {timings[label]} s", flush=True)
+        return output
+
+    phase("enroll")
+    phase("manage")
+    phase("inspect")
+    shown = json.loads(
+        in_appliance(workdir, name, f"openstack baremetal node show {node['name']} -f json")
+    )
+    assert shown["provision_state"] == "manageable", shown["last_error"]
+    # What the inspector found: the node's CPUs, memory and disk, and its MAC as a port.
+    properties = shown["properties"]
+    print(f"inspected properties: {properties}")
+    assert int(properties["cpus"]) == virtual_nodes.NODE_VCPUS
+    assert int(properties["memory_mb"]) == virtual_nodes.NODE_MEMORY_MIB
+    assert int(properties["local_gb"]) in (
+        virtual_nodes.NODE_DISK_GIB - 1,
+        virtual_nodes.NODE_DISK_GIB,
+    )
+    data = json.loads(
+        in_appliance(workdir, name, f"openstack baremetal introspection data save {node['name']}")
+    )
+    inventory = data["inventory"]
+    mac = node["ports"][0]["address"]
+    assert mac in [interface["mac_address"] for interface in inventory["interfaces"]]
+    assert [disk["size"] for disk in inventory["disks"]] == [virtual_nodes.NODE_DISK_GIB * GIB]
+    assert int(inventory["cpu"]["count"]) == virtual_nodes.NODE_VCPUS
+
+    phase("provide (cleaning)")
+    phase("deploy")
+    # Through the appliance (ProxyJump in ssh.config), with the key the config drive carried.
+    started = time.monotonic()
+    deadline = started + 900
+    while True:
+        reached = subprocess.run(
+            ["ssh", "-F", "ssh.config", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
+             node["name"], "cat", "/etc/os-release"],
+            cwd=workdir, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if reached.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(10)
+    assert reached.returncode == 0, f"no ssh to the deployed node: {reached.stderr[-1000:]}"
+    timings["ssh after active"] = round(time.monotonic() - started, 1)
+    assert "ID=debian" in reached.stdout, reached.stdout
+    print(f"deployed node's os-release: {reached.stdout.splitlines()[0]}")
+    phase("undeploy (cleaning)")
+    phase("delete")
+    return timings
+
+
 def test_import_ssh_status_reimport_replace_destroy(
     appliance_build: Path, libvirt_network: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -136,8 +214,9 @@ def test_import_ssh_status_reimport_replace_destroy(
             uri,
             "--network",
             network,
+            # Keystone, Ironic and ironic-inspector; with the node: 4 + 2 GiB.
             "--memory",
-            "1024",
+            "4096",
             "--vcpus",
             "2",
         ]
@@ -221,6 +300,10 @@ def test_import_ssh_status_reimport_replace_destroy(
             node = check_virtual_node(workdir, name, uri, env, manifest)
             node_disk = Path(replaced_record["overlay"]).parent / "nodes" / f"{node}.qcow2"
             assert node_disk.is_file()
+            if manifest.get("ironic_images"):
+                (node_entry,) = yaml.safe_load((workdir / "nodes.yaml").read_text())["nodes"]
+                timings = deploy_node_end_to_end(workdir, name, node_entry)
+                print(f"deploy walk-through timings (s): {timings}")
 
             again = run_cli(
                 "import", *common, "--nodes", "1", env=env, cwd=workdir, timeout=IMPORT_TIMEOUT
