@@ -114,6 +114,15 @@ def _restore_device_group(device: Path, group: int | None) -> None:
     os.chown(device, -1, wanted)
 
 
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def run_dib(command: Sequence[str], env: Mapping[str, str], build_log: Path) -> None:
     """Run DIB, appending its output to ``build_log``; raise on failure.
 
@@ -138,16 +147,23 @@ def run_dib(command: Sequence[str], env: Mapping[str, str], build_log: Path) -> 
             bufsize=1,
         )
         assert process.stdout is not None
-        for line in process.stdout:
-            log_file.write(line)
-            phase = PHASE_LINE.search(line)
-            if phase:
-                log.info("    dib %s/%s", *phase.groups())
-            failed = INSTALL_COMMAND_FAILED.search(line)
-            if failed:
-                failure_line = failed.group(0)
-            last_lines = [*last_lines[-19:], line.rstrip()]
-        returncode = process.wait()
+        try:
+            for line in process.stdout:
+                log_file.write(line)
+                phase = PHASE_LINE.search(line)
+                if phase:
+                    log.info("    dib %s/%s", *phase.groups())
+                failed = INSTALL_COMMAND_FAILED.search(line)
+                if failed:
+                    failure_line = failed.group(0)
+                last_lines = [*last_lines[-19:], line.rstrip()]
+            returncode = process.wait()
+        except BaseException:
+            # Interrupted (Ctrl-C, a failure here): DIB unmounts its chroot
+            # and removes its tmpfs on SIGTERM; never leave it running alone.
+            _stop(process)
+            _restore_device_group(KVM_DEVICE, kvm_group)
+            raise
     _restore_device_group(KVM_DEVICE, kvm_group)
     if returncode != 0:
         if failure_line:
