@@ -153,7 +153,7 @@ def deploy_node_end_to_end(workdir: Path, name: str, node: dict) -> dict[str, fl
         virtual_nodes.NODE_DISK_GIB,
     )
     data = json.loads(
-        in_appliance(workdir, name, f"openstack baremetal introspection data save {node['name']}")
+        in_appliance(workdir, name, f"undercloud-introspection-data {node['name']}")
     )
     inventory = data["inventory"]
     mac = node["ports"][0]["address"]
