@@ -21,7 +21,7 @@ from builders import dib
 from builders.appliance_data import write_appliance_data
 from builders.bake import bake, make_bake_key
 from builders.disk import DiskFacts, finish_disk, place_filesystem_on_disk, seal_disk
-from builders.ironic_images import IronicImagesSpec, collect_images, ensure_image
+from builders.ironic_images import BackgroundImages, IronicImagesSpec, add_images_to_disk
 from builders.profiles import Profile, load_profile, validate_profile_statically
 from undercloud_appliance.errors import ApplianceError, BuildError
 from undercloud_appliance.manifest import (
@@ -71,6 +71,7 @@ class BuildContext:
     image_sha256: str = ""
     smoke: dict[str, Any] | None = None
     ironic_images: dict[str, Any] | None = None
+    background_images: BackgroundImages | None = None
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -124,35 +125,25 @@ def step_render_appliance_data(context: BuildContext) -> None:
     context.elements = [data["distro"]["base_element"], *APPLIANCE_ELEMENTS, *data["elements"]]
 
 
-def step_build_ironic_images(context: BuildContext) -> None:
-    """The deploy ramdisk and deploy image, from the cache when their inputs did not change."""
+def step_start_ironic_images(context: BuildContext) -> None:
+    """The deploy ramdisk and image: cached, or built in a thread beside the appliance."""
     spec = IronicImagesSpec.from_profile(context.profile.data)
     if spec is None:
         log.info("    ironic_images.agent_version is empty: no deploy ramdisk or image")
         return
-    cache = cache_root() / "build"
-    directories = {
-        kind: ensure_image(kind, spec, cache, context.build_log)
-        for kind in ("ramdisk", "deploy-image")
-    }
-    context.ironic_images = {
-        "agent_version": spec.agent_version,
-        "constraints": spec.constraints,
-        **collect_images(directories, context.work / "ironic-images"),
-    }
-    context.elements.append("undercloud-ironic-images")
+    context.background_images = BackgroundImages(
+        spec, cache_root() / "build", context.work / "ironic-images.log"
+    )
+    context.ironic_images = {"agent_version": spec.agent_version, "constraints": spec.constraints}
 
 
 def step_run_diskimage_builder(context: BuildContext) -> None:
     data = context.profile.data
-    extra_environment = dict(data.get("environment") or {})
-    if context.ironic_images:
-        extra_environment["DIB_UNDERCLOUD_IRONIC_IMAGES"] = str(context.work / "ironic-images")
     env = dib.dib_environment(
         data["distro"],
         context.work / "appliance-data",
         cache_root() / "build",
-        extra_environment,
+        data.get("environment") or {},
     )
     command = dib.dib_command(context.elements, context.work / "rootfs")
     dib.run_dib(command, env, context.build_log)
@@ -209,6 +200,29 @@ def step_bake_in_booted_image(context: BuildContext) -> None:
         log.warning("smoke test FAILED (%s): the build cannot be promoted", "; ".join(failed))
 
 
+def _append_images_log(context: BuildContext) -> None:
+    """The images' DIB output, into the build log (it has a file of its own while it runs)."""
+    assert context.background_images is not None
+    images_log = context.background_images.log_path
+    if images_log.exists():
+        with context.build_log.open("a", encoding="utf-8") as build_log:
+            build_log.write(images_log.read_text(encoding="utf-8", errors="replace"))
+        images_log.unlink()
+
+
+def step_add_ironic_images(context: BuildContext) -> None:
+    """Wait for the images (if they are still building), copy them into the disk."""
+    images = context.background_images
+    if images is None:
+        return
+    try:
+        directories = images.result()
+    finally:
+        _append_images_log(context)
+    assert context.ironic_images is not None
+    context.ironic_images.update(add_images_to_disk(context.work / "disk.raw", directories))
+
+
 def step_seal_after_bake(context: BuildContext) -> None:
     if not context.baking:
         return
@@ -239,11 +253,12 @@ BUILD_STEPS = (
     step_validate_profile,
     step_pin_puddle,
     step_render_appliance_data,
-    step_build_ironic_images,
+    step_start_ironic_images,
     step_run_diskimage_builder,
     step_assemble_disk,
     step_finish_with_libguestfs,
     step_bake_in_booted_image,
+    step_add_ironic_images,
     step_seal_after_bake,
     step_compress_image,
 )
@@ -316,7 +331,7 @@ def build(
         context.build_log.write_text(f"build {context.build_id} of {profile.name}\n")
         timings = StepRunner(BUILD_STEPS).run(context).as_dict()
         manifest_for(context, timings).write(context.work / MANIFEST_NAME)
-        for leftover in ("appliance-data", "rootfs.d", "ironic-images"):
+        for leftover in ("appliance-data", "rootfs.d"):
             shutil.rmtree(context.work / leftover, ignore_errors=True)
         context.work.chmod(0o755)
         if output.exists():
@@ -324,6 +339,9 @@ def build(
         os.replace(context.work, output)
         failed_log.unlink(missing_ok=True)
     except BaseException as error:
+        if context.background_images is not None:
+            context.background_images.abandon()
+            _append_images_log(context)
         if context.build_log.exists():
             shutil.copyfile(context.build_log, failed_log)
         shutil.rmtree(context.work, ignore_errors=True)

@@ -12,13 +12,16 @@
 
 Each is built once per set of inputs and kept in the build cache under
 ``ironic-images/<kind>-<key>``: a rebuild of the appliance with the same
-inputs reuses them.  The appliance build bakes them in (element
-``undercloud-ironic-images``) and records them in its manifest.
+inputs reuses them.  The appliance build makes them in a thread of their
+own (``BackgroundImages``) while it builds and bakes the appliance, then
+copies them into the disk with libguestfs (``add_images_to_disk``) and
+records them in its manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -27,15 +30,19 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from builders import dib
+from builders import disk as disk_module
 from builders.disk import finish_disk, place_filesystem_on_disk
 from builders.profiles.settings import CONSTRAINTS_DIR
 from undercloud_appliance.errors import BuildError
+from undercloud_appliance.hypervisor import open_guestfs
 from undercloud_appliance.manifest import file_sha256
 from undercloud_appliance.qcow2 import convert_to_qcow2
 
@@ -104,7 +111,9 @@ def cache_key(kind: str, spec: IronicImagesSpec) -> str:
         digest.update(_agent_builder_version().encode())
     else:
         digest.update(str(spec.deploy_image_size_gib).encode())
-        digest.update(Path(__file__).read_bytes())  # how the disk is assembled
+        # How the disk is assembled: this module's recipe and builders.disk.
+        digest.update(inspect.getsource(build_deploy_image).encode())
+        digest.update(inspect.getsource(disk_module).encode())
     return digest.hexdigest()[:16]
 
 
@@ -202,7 +211,13 @@ def _image_environment(spec: IronicImagesSpec, cache_dir: Path) -> dict[str, str
     return env
 
 
-def build_ramdisk(spec: IronicImagesSpec, cache_dir: Path, work: Path, build_log: Path) -> None:
+def build_ramdisk(
+    spec: IronicImagesSpec,
+    cache_dir: Path,
+    work: Path,
+    build_log: Path,
+    cancel: threading.Event | None = None,
+) -> None:
     """Build ``RAMDISK_KERNEL`` and ``RAMDISK_INITRAMFS`` into ``work``."""
     env = _image_environment(spec, cache_dir)
     env.update(prepare_agent_sources(spec, work / "sources"))
@@ -213,16 +228,26 @@ def build_ramdisk(spec: IronicImagesSpec, cache_dir: Path, work: Path, build_log
         *[arg for element in RAMDISK_ELEMENTS for arg in ("-e", element)],
         str(spec.distro["base_element"]),
     ]  # fmt: skip
-    dib.run_dib(command, env, build_log)
+    dib.run_dib(command, env, build_log, label="ramdisk dib", cancel=cancel)
 
 
 def build_deploy_image(
-    spec: IronicImagesSpec, cache_dir: Path, work: Path, build_log: Path
+    spec: IronicImagesSpec,
+    cache_dir: Path,
+    work: Path,
+    build_log: Path,
+    cancel: threading.Event | None = None,
 ) -> None:
     """Build ``DEPLOY_IMAGE`` (whole disk, MBR + GRUB, qcow2) into ``work``."""
     env = _image_environment(spec, cache_dir)
     elements = [str(spec.distro["base_element"]), *DEPLOY_IMAGE_ELEMENTS]
-    dib.run_dib(dib.dib_command(elements, work / "rootfs"), env, build_log)
+    dib.run_dib(
+        dib.dib_command(elements, work / "rootfs"),
+        env,
+        build_log,
+        label="deploy-image dib",
+        cancel=cancel,
+    )
     place_filesystem_on_disk(
         work / "rootfs.raw", work / "disk.raw", spec.deploy_image_size_gib * 2**30
     )
@@ -248,7 +273,13 @@ BUILDERS: dict[str, tuple[Callable[..., None], tuple[str, ...]]] = {
 }
 
 
-def ensure_image(kind: str, spec: IronicImagesSpec, cache_dir: Path, build_log: Path) -> Path:
+def ensure_image(
+    kind: str,
+    spec: IronicImagesSpec,
+    cache_dir: Path,
+    build_log: Path,
+    cancel: threading.Event | None = None,
+) -> Path:
     """The cached ``kind`` image directory for ``spec``, built first if missing.
 
     Built in a temporary sibling renamed into place when complete, so a
@@ -265,7 +296,7 @@ def ensure_image(kind: str, spec: IronicImagesSpec, cache_dir: Path, build_log: 
     try:
         with build_log.open("a", encoding="utf-8") as log_file:
             log_file.write(f"== {kind} ({key})\n")
-        builder(spec, cache_dir, work, build_log)
+        builder(spec, cache_dir, work, build_log, cancel)
         kept = work.with_name(work.name + "-files")
         kept.mkdir()
         for name in files:
@@ -281,21 +312,75 @@ def ensure_image(kind: str, spec: IronicImagesSpec, cache_dir: Path, build_log: 
     return final
 
 
-def collect_images(directories: Mapping[str, Path], destination: Path) -> dict[str, Any]:
-    """Hard-link (or copy) the images into ``destination``; their manifest section."""
-    destination.mkdir(parents=True, exist_ok=True)
+class BackgroundImages:
+    """Both images, cached or built, in a thread beside the appliance build.
+
+    Their DIB runs are mostly downloads, dpkg and compression, the bake is an
+    emulated guest: together they take less wall time than one after the
+    other.  The images' DIB output goes to a log of their own, appended to
+    the build log when they are done.
+    """
+
+    def __init__(self, spec: IronicImagesSpec, cache_dir: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        self._cancel = threading.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ironic-images")
+        self._future = self._executor.submit(self._build, spec, cache_dir)
+
+    def _build(self, spec: IronicImagesSpec, cache_dir: Path) -> dict[str, Path]:
+        return {
+            kind: ensure_image(kind, spec, cache_dir, self.log_path, self._cancel)
+            for kind in BUILDERS
+        }
+
+    def result(self) -> dict[str, Path]:
+        """Wait for the images; their cache directories by kind (raises what the build raised)."""
+        try:
+            return self._future.result()
+        finally:
+            self._executor.shutdown()
+
+    def abandon(self) -> None:
+        """The appliance build failed: stop the images' DIB run and wait for it."""
+        self._cancel.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def add_images_to_disk(disk: Path, directories: Mapping[str, Path]) -> dict[str, Any]:
+    """Copy the images into ``IMAGES_DIR`` of the raw ``disk``, with a SHA256SUMS.
+
+    Returns the manifest's ``ironic_images`` file list: name -> kind, size,
+    sha256 and the cache entry it came from.
+    """
     files: dict[str, Any] = {}
     for kind, directory in directories.items():
         for path in sorted(directory.iterdir()):
-            target = destination / path.name
-            try:
-                os.link(path, target)
-            except OSError:
-                shutil.copyfile(path, target)
             files[path.name] = {
                 "kind": kind,
                 "size": path.stat().st_size,
                 "sha256": file_sha256(path),
                 "cache": directory.name,
+                "source": path,
             }
+    sums = "".join(f"{entry['sha256']}  {name}\n" for name, entry in sorted(files.items()))
+    handle = open_guestfs()
+    try:
+        handle.add_drive_opts(str(disk), format="raw")
+        handle.launch()
+        (root,) = handle.inspect_os()
+        handle.mount(root, "/")
+        handle.mkdir_p(IMAGES_DIR)
+        handle.chmod(0o755, IMAGES_DIR)
+        for name, entry in files.items():
+            target = f"{IMAGES_DIR}/{name}"
+            handle.upload(str(entry.pop("source")), target)
+            handle.chmod(0o644, target)
+        handle.write(f"{IMAGES_DIR}/SHA256SUMS", sums)
+        handle.chmod(0o644, f"{IMAGES_DIR}/SHA256SUMS")
+        handle.umount_all()
+        handle.shutdown()
+    except RuntimeError as error:
+        raise BuildError(f"libguestfs (adding the Ironic images): {error}") from None
+    finally:
+        handle.close()
     return {"directory": IMAGES_DIR, "files": files}
