@@ -200,7 +200,9 @@ def prepare_agent_sources(spec: IronicImagesSpec, work: Path) -> dict[str, str]:
 
 
 def _image_environment(spec: IronicImagesSpec, cache_dir: Path) -> dict[str, str]:
-    env = dib.dib_environment(spec.distro, Path("/nonexistent"), cache_dir, {})
+    # A DIB cache of their own: they build while the appliance's DIB runs, and
+    # two DIB runs must not share apt's archive lock or debootstrap's tarball.
+    env = dib.dib_environment(spec.distro, Path("/nonexistent"), cache_dir / "ironic-images", {})
     del env["DIB_APPLIANCE_DATA"]
     # simple-init (glean) lists a git source on opendev.org; "pip" skips that
     # clone and glean comes from PyPI, which is what the element installs anyway.
