@@ -173,7 +173,7 @@ def appliance(
                 "--network",
                 "user",
                 "--memory",
-                "3072",  # Keystone, Ironic, ironic-inspector
+                "2560",  # Keystone, Ironic, ironic-inspector
                 "--vcpus",
                 "2",
             )

@@ -205,7 +205,7 @@ def test_signed_publish_is_imported(
                 "--network",
                 "user",
                 "--memory",
-                "3072",  # Keystone, Ironic, ironic-inspector
+                "2560",  # Keystone, Ironic, ironic-inspector
                 "--vcpus",
                 "2",
                 "--disk-size",
