@@ -21,7 +21,12 @@ from builders import dib
 from builders.appliance_data import write_appliance_data
 from builders.bake import bake, make_bake_key
 from builders.disk import DiskFacts, finish_disk, place_filesystem_on_disk, seal_disk
-from builders.ironic_images import BackgroundImages, IronicImagesSpec, add_images_to_disk
+from builders.ironic_images import (
+    IMAGE_KINDS,
+    IronicImagesSpec,
+    add_images_to_disk,
+    ensure_image,
+)
 from builders.profiles import Profile, load_profile, validate_profile_statically
 from undercloud_appliance.errors import ApplianceError, BuildError
 from undercloud_appliance.manifest import (
@@ -71,7 +76,7 @@ class BuildContext:
     image_sha256: str = ""
     smoke: dict[str, Any] | None = None
     ironic_images: dict[str, Any] | None = None
-    background_images: BackgroundImages | None = None
+    ironic_image_dirs: dict[str, Path] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -125,15 +130,21 @@ def step_render_appliance_data(context: BuildContext) -> None:
     context.elements = [data["distro"]["base_element"], *APPLIANCE_ELEMENTS, *data["elements"]]
 
 
-def step_start_ironic_images(context: BuildContext) -> None:
-    """The deploy ramdisk and image: cached, or built in a thread beside the appliance."""
+def step_build_ironic_images(context: BuildContext) -> None:
+    """The deploy ramdisk and deploy image: from the cache, or built now.
+
+    One after the other with the appliance, not beside it: built while the
+    bake's guest ran, the deploy image's grub-install lost its disk's
+    partition table three times in a row (the race ``finish_disk`` retries).
+    """
     spec = IronicImagesSpec.from_profile(context.profile.data)
     if spec is None:
         log.info("    ironic_images.agent_version is empty: no deploy ramdisk or image")
         return
-    context.background_images = BackgroundImages(
-        spec, cache_root() / "build", context.work / "ironic-images.log"
-    )
+    cache = cache_root() / "build"
+    context.ironic_image_dirs = {
+        kind: ensure_image(kind, spec, cache, context.build_log) for kind in IMAGE_KINDS
+    }
     context.ironic_images = {"agent_version": spec.agent_version, "constraints": spec.constraints}
 
 
@@ -200,27 +211,14 @@ def step_bake_in_booted_image(context: BuildContext) -> None:
         log.warning("smoke test FAILED (%s): the build cannot be promoted", "; ".join(failed))
 
 
-def _append_images_log(context: BuildContext) -> None:
-    """The images' DIB output, into the build log (it has a file of its own while it runs)."""
-    assert context.background_images is not None
-    images_log = context.background_images.log_path
-    if images_log.exists():
-        with context.build_log.open("a", encoding="utf-8") as build_log:
-            build_log.write(images_log.read_text(encoding="utf-8", errors="replace"))
-        images_log.unlink()
-
-
 def step_add_ironic_images(context: BuildContext) -> None:
-    """Wait for the images (if they are still building), copy them into the disk."""
-    images = context.background_images
-    if images is None:
+    """Copy the deploy ramdisk and image into the disk (after the bake, before sealing)."""
+    if not context.ironic_image_dirs:
         return
-    try:
-        directories = images.result()
-    finally:
-        _append_images_log(context)
     assert context.ironic_images is not None
-    context.ironic_images.update(add_images_to_disk(context.work / "disk.raw", directories))
+    context.ironic_images.update(
+        add_images_to_disk(context.work / "disk.raw", context.ironic_image_dirs)
+    )
 
 
 def step_seal_after_bake(context: BuildContext) -> None:
@@ -253,7 +251,7 @@ BUILD_STEPS = (
     step_validate_profile,
     step_pin_puddle,
     step_render_appliance_data,
-    step_start_ironic_images,
+    step_build_ironic_images,
     step_run_diskimage_builder,
     step_assemble_disk,
     step_finish_with_libguestfs,
@@ -339,9 +337,6 @@ def build(
         os.replace(context.work, output)
         failed_log.unlink(missing_ok=True)
     except BaseException as error:
-        if context.background_images is not None:
-            context.background_images.abandon()
-            _append_images_log(context)
         if context.build_log.exists():
             shutil.copyfile(context.build_log, failed_log)
         shutil.rmtree(context.work, ignore_errors=True)

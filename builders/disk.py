@@ -8,6 +8,7 @@ it, installs GRUB, writes the appliance's identity and seals it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -107,6 +108,10 @@ def _install_grub(handle: Any, command: list[str]) -> None:
         if "embedding is not possible" not in str(error):
             raise
         handle.sync()
+        # Ask the appliance's kernel to read the partition table again (it
+        # may refuse while /dev/sda1 is mounted: the retry goes on anyway).
+        with contextlib.suppress(RuntimeError):
+            handle.blockdev_rereadpt("/dev/sda")
         raise GrubDiskNotSeen(str(error).strip().splitlines()[-1]) from None
 
 

@@ -12,10 +12,9 @@
 
 Each is built once per set of inputs and kept in the build cache under
 ``ironic-images/<kind>-<key>``: a rebuild of the appliance with the same
-inputs reuses them.  The appliance build makes them in a thread of their
-own (``BackgroundImages``) while it builds and bakes the appliance, then
-copies them into the disk with libguestfs (``add_images_to_disk``) and
-records them in its manifest.
+inputs reuses them.  The appliance build makes them first, copies them
+into the baked disk with libguestfs (``add_images_to_disk``) and records
+them in its manifest.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,8 +198,8 @@ def prepare_agent_sources(spec: IronicImagesSpec, work: Path) -> dict[str, str]:
 
 
 def _image_environment(spec: IronicImagesSpec, cache_dir: Path) -> dict[str, str]:
-    # A DIB cache of their own: they build while the appliance's DIB runs, and
-    # two DIB runs must not share apt's archive lock or debootstrap's tarball.
+    # A DIB cache of their own, apart from the appliance's: two DIB runs
+    # (two builds on one host) must not share apt's archive lock.
     env = dib.dib_environment(spec.distro, Path("/nonexistent"), cache_dir / "ironic-images", {})
     del env["DIB_APPLIANCE_DATA"]
     # simple-init (glean) lists a git source on opendev.org; "pip" skips that
@@ -273,6 +271,7 @@ BUILDERS: dict[str, tuple[Callable[..., None], tuple[str, ...]]] = {
     "ramdisk": (build_ramdisk, (RAMDISK_KERNEL, RAMDISK_INITRAMFS)),
     "deploy-image": (build_deploy_image, (DEPLOY_IMAGE,)),
 }
+IMAGE_KINDS = tuple(BUILDERS)
 
 
 def ensure_image(
@@ -312,40 +311,6 @@ def ensure_image(
         raise
     log.info("    %s: built %s", kind, final)
     return final
-
-
-class BackgroundImages:
-    """Both images, cached or built, in a thread beside the appliance build.
-
-    Their DIB runs are mostly downloads, dpkg and compression, the bake is an
-    emulated guest: together they take less wall time than one after the
-    other.  The images' DIB output goes to a log of their own, appended to
-    the build log when they are done.
-    """
-
-    def __init__(self, spec: IronicImagesSpec, cache_dir: Path, log_path: Path) -> None:
-        self.log_path = log_path
-        self._cancel = threading.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ironic-images")
-        self._future = self._executor.submit(self._build, spec, cache_dir)
-
-    def _build(self, spec: IronicImagesSpec, cache_dir: Path) -> dict[str, Path]:
-        return {
-            kind: ensure_image(kind, spec, cache_dir, self.log_path, self._cancel)
-            for kind in BUILDERS
-        }
-
-    def result(self) -> dict[str, Path]:
-        """Wait for the images; their cache directories by kind (raises what the build raised)."""
-        try:
-            return self._future.result()
-        finally:
-            self._executor.shutdown()
-
-    def abandon(self) -> None:
-        """The appliance build failed: stop the images' DIB run and wait for it."""
-        self._cancel.set()
-        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def add_images_to_disk(disk: Path, directories: Mapping[str, Path]) -> dict[str, Any]:
