@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,7 +215,6 @@ def build_ramdisk(
     cache_dir: Path,
     work: Path,
     build_log: Path,
-    cancel: threading.Event | None = None,
 ) -> None:
     """Build ``RAMDISK_KERNEL`` and ``RAMDISK_INITRAMFS`` into ``work``."""
     env = _image_environment(spec, cache_dir)
@@ -228,7 +226,7 @@ def build_ramdisk(
         *[arg for element in RAMDISK_ELEMENTS for arg in ("-e", element)],
         str(spec.distro["base_element"]),
     ]  # fmt: skip
-    dib.run_dib(command, env, build_log, label="ramdisk dib", cancel=cancel)
+    dib.run_dib(command, env, build_log, label="ramdisk dib")
 
 
 def build_deploy_image(
@@ -236,7 +234,6 @@ def build_deploy_image(
     cache_dir: Path,
     work: Path,
     build_log: Path,
-    cancel: threading.Event | None = None,
 ) -> None:
     """Build ``DEPLOY_IMAGE`` (whole disk, MBR + GRUB, qcow2) into ``work``."""
     env = _image_environment(spec, cache_dir)
@@ -246,7 +243,6 @@ def build_deploy_image(
         env,
         build_log,
         label="deploy-image dib",
-        cancel=cancel,
     )
     place_filesystem_on_disk(
         work / "rootfs.raw", work / "disk.raw", spec.deploy_image_size_gib * 2**30
@@ -279,7 +275,6 @@ def ensure_image(
     spec: IronicImagesSpec,
     cache_dir: Path,
     build_log: Path,
-    cancel: threading.Event | None = None,
 ) -> Path:
     """The cached ``kind`` image directory for ``spec``, built first if missing.
 
@@ -297,7 +292,7 @@ def ensure_image(
     try:
         with build_log.open("a", encoding="utf-8") as log_file:
             log_file.write(f"== {kind} ({key})\n")
-        builder(spec, cache_dir, work, build_log, cancel)
+        builder(spec, cache_dir, work, build_log)
         kept = work.with_name(work.name + "-files")
         kept.mkdir()
         for name in files:
