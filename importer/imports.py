@@ -438,10 +438,27 @@ def step_ensure_virtual_nodes(context: ImportContext) -> None:
         _define_nodes_and_start_bmc(context)
 
 
+def _remove_stale_nodes_file(context: ImportContext) -> None:
+    """An import without nodes removes the nodes file an import with nodes left.
+
+    Only a file that lists nothing but this appliance's nodes (which
+    ``--replace`` just removed): tools must not enroll nodes that are gone.
+    """
+    path = context.options.handoff_dir / virtual_nodes.NODES_FILE_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    if virtual_nodes.is_nodes_file_of(text, context.options.name):
+        path.unlink(missing_ok=True)
+        log.info("removed %s: appliance %s has no virtual nodes now", path, context.options.name)
+
+
 def step_write_nodes_file(context: ImportContext) -> None:
     """``nodes.yaml`` beside ssh.config, and the same file in the appliance user's home."""
     plan, bmc = context.nodes_plan, context.bmc
     if plan is None or bmc is None:
+        _remove_stale_nodes_file(context)
         return
     assert context.ssh_config is not None
     text = virtual_nodes.nodes_file_text(

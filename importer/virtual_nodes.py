@@ -207,7 +207,7 @@ def plan_nodes(
             else f"--nodes {count}: --provisioning-link udp joins the appliance to one node"
         )
     addresses = node_addresses(provisioning, count)
-    names = [f"{appliance}-node-{index}" for index in range(1, count + 1)]
+    names = [node_name(appliance, index) for index in range(1, count + 1)]
     return NodesPlan(
         appliance=appliance,
         link=chosen,
@@ -309,6 +309,24 @@ def dhcp_hosts_text(plan: NodesPlan) -> str:
             plan.node_names, plan.node_macs, plan.node_addresses, strict=True
         )
     )
+
+
+def node_name(appliance: str, index: int) -> str:
+    """The libvirt domain (and Ironic node) name of an appliance's ``index``-th node."""
+    return f"{appliance}-node-{index}"
+
+
+def is_nodes_file_of(text: str, appliance: str) -> bool:
+    """Whether ``text`` is a nodes file listing only ``appliance``'s virtual nodes."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    nodes = document.get("nodes") if isinstance(document, dict) else None
+    if not isinstance(nodes, list) or not nodes:
+        return False
+    names = {node_name(appliance, index) for index in range(1, len(nodes) + 1)}
+    return all(isinstance(node, dict) and node.get("name") in names for node in nodes)
 
 
 def nodes_file_text(document: dict[str, Any]) -> str:

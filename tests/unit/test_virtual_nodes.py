@@ -175,3 +175,13 @@ def test_udp_link_carries_one_node_only() -> None:
     assert plan.link == "udp" and len(set(plan.udp_ports)) == 2
     assert plan.node_addresses == ["192.168.24.100"]
     assert plan.deploy_ramdisk["deploy_kernel"].endswith("/ipa.kernel")
+
+
+def test_a_nodes_file_is_recognised_only_when_it_lists_only_that_appliances_nodes() -> None:
+    ours = "nodes:\n- name: uc-node-1\n- name: uc-node-2\n"
+    assert virtual_nodes.is_nodes_file_of(ours, "uc")
+    assert not virtual_nodes.is_nodes_file_of(ours, "other")
+    assert not virtual_nodes.is_nodes_file_of("nodes:\n- name: uc-node-1\n- name: rack-7\n", "uc")
+    assert not virtual_nodes.is_nodes_file_of("nodes: []\n", "uc")
+    assert not virtual_nodes.is_nodes_file_of("nodes: [unclosed\n", "uc")
+    assert not virtual_nodes.is_nodes_file_of("just text", "uc")
