@@ -5,7 +5,7 @@ that a DIB chroot cannot give.  The built disk is booted under qemu (KVM
 where it works, TCG otherwise) with a throwaway ssh key, the profile's
 ``boot_install_commands`` run over ssh as the appliance user, then its
 ``smoke_commands``; the guest is shut down cleanly and the disk is sealed
-again with libguestfs (builders.disk.seal_disk).
+again with libguestfs (builders.disk.seal_mounted_os).
 """
 
 from __future__ import annotations

@@ -20,9 +20,17 @@ from typing import Any
 from builders import dib
 from builders.appliance_data import write_appliance_data
 from builders.bake import bake, make_bake_key
-from builders.disk import DiskFacts, finish_disk, place_filesystem_on_disk, seal_disk
+from builders.disk import (
+    DiskFacts,
+    finish_disk,
+    mounted_os,
+    place_filesystem_on_disk,
+    seal_mounted_os,
+)
 from builders.ironic_images import (
+    BACKGROUND_IMAGE_KINDS,
     IMAGE_KINDS,
+    BackgroundImage,
     IronicImagesSpec,
     add_images_to_disk,
     ensure_image,
@@ -77,6 +85,7 @@ class BuildContext:
     smoke: dict[str, Any] | None = None
     ironic_images: dict[str, Any] | None = None
     ironic_image_dirs: dict[str, Path] = field(default_factory=dict)
+    background_images: list[BackgroundImage] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -131,21 +140,25 @@ def step_render_appliance_data(context: BuildContext) -> None:
 
 
 def step_build_ironic_images(context: BuildContext) -> None:
-    """The deploy ramdisk and deploy image: from the cache, or built now.
+    """The deploy image now, the deploy ramdisk in a thread (both from the cache when there).
 
-    One after the other with the appliance, not beside it: built while the
-    bake's guest ran, the deploy image's grub-install lost its disk's
-    partition table three times in a row (the race ``finish_disk`` retries).
+    The ramdisk builds beside the appliance's DIB run and bake and is
+    joined in ``step_add_ironic_images``; the deploy image before them
+    (built while the bake's guest ran, its grub-install lost the disk's
+    partition table three times in a row: the race ``finish_disk`` retries).
     """
     spec = IronicImagesSpec.from_profile(context.profile.data)
     if spec is None:
         log.info("    ironic_images.agent_version is empty: no deploy ramdisk or image")
         return
     cache = cache_root() / "build"
-    context.ironic_image_dirs = {
-        kind: ensure_image(kind, spec, cache, context.build_log) for kind in IMAGE_KINDS
-    }
     context.ironic_images = {"agent_version": spec.agent_version, "constraints": spec.constraints}
+    for kind in IMAGE_KINDS:
+        if kind in BACKGROUND_IMAGE_KINDS:
+            context.background_images.append(BackgroundImage(kind, spec, cache, context.build_log))
+    for kind in IMAGE_KINDS:
+        if kind not in BACKGROUND_IMAGE_KINDS:
+            context.ironic_image_dirs[kind] = ensure_image(kind, spec, cache, context.build_log)
 
 
 def step_run_diskimage_builder(context: BuildContext) -> None:
@@ -211,23 +224,26 @@ def step_bake_in_booted_image(context: BuildContext) -> None:
         log.warning("smoke test FAILED (%s): the build cannot be promoted", "; ".join(failed))
 
 
-def step_add_ironic_images(context: BuildContext) -> None:
-    """Copy the deploy ramdisk and image into the disk (after the bake, before sealing)."""
-    if not context.ironic_image_dirs:
-        return
-    assert context.ironic_images is not None
-    context.ironic_images.update(
-        add_images_to_disk(context.work / "disk.raw", context.ironic_image_dirs)
-    )
+def step_wait_for_ironic_images(context: BuildContext) -> None:
+    """The ramdisk's thread, if it is still building."""
+    for image in context.background_images:
+        context.ironic_image_dirs[image.kind] = image.result()
+    context.background_images.clear()
 
 
 def step_seal_after_bake(context: BuildContext) -> None:
-    if not context.baking:
+    """The Ironic images copied in, then the disk sealed after its bake: one libguestfs launch."""
+    if context.ironic_images is None and not context.baking:
         return
-    assert context.facts is not None
-    context.facts.packages = seal_disk(
-        context.work / "disk.raw", user=context.profile.data["image"]["user"]
-    )
+    with mounted_os(context.work / "disk.raw", "adding the Ironic images, sealing") as guest:
+        if context.ironic_images is not None:
+            directories = {kind: context.ironic_image_dirs[kind] for kind in IMAGE_KINDS}
+            context.ironic_images.update(add_images_to_disk(guest, directories))
+        if context.baking:
+            assert context.facts is not None
+            context.facts.packages = seal_mounted_os(
+                guest, user=context.profile.data["image"]["user"]
+            )
     for leftover in ("bake-key", "bake-key.pub"):
         (context.work / leftover).unlink(missing_ok=True)
 
@@ -256,7 +272,7 @@ BUILD_STEPS = (
     step_assemble_disk,
     step_finish_with_libguestfs,
     step_bake_in_booted_image,
-    step_add_ironic_images,
+    step_wait_for_ironic_images,
     step_seal_after_bake,
     step_compress_image,
 )
@@ -337,6 +353,8 @@ def build(
         os.replace(context.work, output)
         failed_log.unlink(missing_ok=True)
     except BaseException as error:
+        for image in context.background_images:
+            image.abandon()
         if context.build_log.exists():
             shutil.copyfile(context.build_log, failed_log)
         shutil.rmtree(context.work, ignore_errors=True)

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -123,18 +124,23 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+class DibCancelled(BuildError):
+    """The caller cancelled a DIB run (another part of the build failed)."""
+
+
 def run_dib(
     command: Sequence[str],
     env: Mapping[str, str],
     build_log: Path,
     *,
     label: str = "dib",
+    cancel: threading.Event | None = None,
 ) -> None:
     """Run DIB, appending its output to ``build_log``; raise on failure.
 
     The phase and script DIB is running are logged at info level (as
     ``label``) so a long build shows where it is; everything else goes to
-    the build log only.
+    the build log only.  Setting ``cancel`` stops the run at its next line.
     """
     log.debug("running %s", " ".join(command))
     kvm_group = _device_group(KVM_DEVICE)
@@ -156,6 +162,8 @@ def run_dib(
         assert process.stdout is not None
         try:
             for line in process.stdout:
+                if cancel is not None and cancel.is_set():
+                    raise DibCancelled(f"{label}: cancelled")
                 log_file.write(line)
                 phase = PHASE_LINE.search(line)
                 if phase:

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,23 +157,34 @@ def _seal(handle: Any, user: str) -> None:
                 handle.truncate(path)
 
 
-def seal_disk(disk: Path, *, user: str) -> dict[str, str]:
-    """Seal a disk after its bake boot; return its package versions now."""
+@contextlib.contextmanager
+def mounted_os(disk: Path, purpose: str) -> Iterator[Any]:
+    """A libguestfs handle on the raw ``disk`` with its OS mounted at ``/``.
+
+    Unmounted and shut down cleanly on the way out (so every write is on
+    the disk); libguestfs errors become one ``BuildError`` naming ``purpose``.
+    """
     handle = open_guestfs()
     try:
         handle.add_drive_opts(str(disk), format="raw")
         handle.launch()
         (root,) = handle.inspect_os()
         handle.mount(root, "/")
-        packages = installed_package_versions(handle.inspect_list_applications2(root))
-        _seal(handle, user)
-        handle.fstrim("/")
+        yield handle
         handle.umount_all()
         handle.shutdown()
     except (RuntimeError, ValueError) as error:
-        raise BuildError(f"libguestfs (sealing): {error}") from None
+        raise BuildError(f"libguestfs ({purpose}): {error}") from None
     finally:
         handle.close()
+
+
+def seal_mounted_os(handle: Any, *, user: str) -> dict[str, str]:
+    """Seal a disk after its bake boot (``mounted_os``); return its package versions now."""
+    (root,) = handle.inspect_get_roots()
+    packages = installed_package_versions(handle.inspect_list_applications2(root))
+    _seal(handle, user)
+    handle.fstrim("/")
     return packages
 
 
@@ -192,7 +203,7 @@ def finish_disk(
 
     With ``bake_public_key`` the disk is left unsealed with that key
     authorised for ``user``, ready to be booted once (see builders.bake);
-    ``seal_disk`` finishes it afterwards.
+    ``seal_mounted_os`` finishes it afterwards.
     """
     handle = open_guestfs()
     try:
