@@ -31,6 +31,7 @@ from tests.support.store_tree import lay_out_build
 pytestmark = pytest.mark.slow
 
 IMPORT_TIMEOUT = 20 * 60
+HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
 GIB = 1024**3
 
 
@@ -252,9 +253,10 @@ def test_import_ssh_status_reimport_replace_destroy(
                 workdir,
                 name,
                 "hostname; cat /etc/machine-id; df -B1 --output=size / | tail -1; "
-                "sudo -n cat /root/.ssh/authorized_keys | wc -l",
+                "sudo -n cat /root/.ssh/authorized_keys | wc -l; "
+                f"cut -d' ' -f2 {HOST_KEY}",
             ).split()
-            hostname, machine_id, root_size, root_keys = facts
+            hostname, machine_id, root_size, root_keys, host_key = facts
             assert hostname == name
             assert len(machine_id) == 32
             assert int(root_size) > manifest["image"]["virtual_size"], "root fs was grown"
@@ -317,8 +319,11 @@ def test_import_ssh_status_reimport_replace_destroy(
             print(f"--replace timings: {replaced_record['timings']}")
             assert replaced_record["layer_reused"] is True
             assert replaced_record["layer"] == record["layer"]
-            new_machine_id = ssh_output(workdir, name, "cat /etc/machine-id").strip()
+            new_machine_id, new_host_key = ssh_output(
+                workdir, name, f"cat /etc/machine-id; cut -d' ' -f2 {HOST_KEY}"
+            ).split()
             assert len(new_machine_id) == 32 and new_machine_id != machine_id
+            assert new_host_key != host_key, "every boot of the image makes its own host keys"
             assert libvirt_domain.lookup(libvirt_domain.connect(uri), node) is None
             assert not node_disk.exists()
             assert not (workdir / "nodes.yaml").exists(), "the removed node's file went too"
