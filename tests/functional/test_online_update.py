@@ -176,10 +176,11 @@ def appliance(
                 "2560",  # Keystone, Ironic, ironic-inspector
                 "--vcpus",
                 "2",
+                # The update below runs the smoke commands (test_import.py checks the
+                # import's): the services start while it installs, not before.
+                "--skip-smoke",
             )
-            # The importer runs the build's smoke commands and reports them.
-            for command in p1.manifest["profile"]["resolved"]["undercloud"]["smoke_commands"]:
-                assert f"smoke: {command}: ok" in imported.stdout
+            assert "smoke:" not in imported.stdout
             yield appliance
         finally:
             appliance.cli("destroy", NAME, check=False)
