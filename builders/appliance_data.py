@@ -22,7 +22,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_:~-]*$")
 
 
 def _safe(value: str, what: str) -> str:
-    if not SAFE_NAME.match(value):
+    if not SAFE_NAME.fullmatch(value):
         raise BuildError(f"{what} {value!r} is not a safe name")
     return value
 
@@ -60,7 +60,7 @@ def provisioning_env(provisioning: Mapping[str, str]) -> str:
     lines = []
     for key in ("interface", "address", "dhcp_start", "dhcp_end"):
         value = str(provisioning[key])
-        if not PROVISIONING_VALUE.match(value):
+        if not PROVISIONING_VALUE.fullmatch(value):
             raise BuildError(f"provisioning.{key} {value!r} is not a safe value")
         lines.append(f"PROVISIONING_{key.upper()}={value}\n")
     return "".join(lines)

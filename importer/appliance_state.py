@@ -38,7 +38,7 @@ def appliances_dir() -> Path:
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ApplianceError(
             f"invalid appliance name {name!r}: use letters, digits, '.', '_' or '-'"
         )

@@ -46,7 +46,7 @@ def default_cache_dir() -> Path:
 
 
 def check_sha256(value: str) -> str:
-    if not SHA256_PATTERN.match(value):
+    if not SHA256_PATTERN.fullmatch(value):
         raise ApplianceError(f"invalid sha256 {value!r}: expected 64 lower-case hex digits")
     return value
 
@@ -79,7 +79,7 @@ class ImageCache:
         return self.root / f"{check_sha256(sha256)}.partial.json"
 
     def layer_path(self, sha256: str, customisation_key: str) -> Path:
-        if not re.match(r"^[0-9a-f]{16,64}$", customisation_key):
+        if not re.fullmatch(r"[0-9a-f]{16,64}", customisation_key):
             raise ApplianceError(f"invalid layer key {customisation_key!r}")
         return self.root / "layers" / f"{check_sha256(sha256)}-{customisation_key}.qcow2"
 
@@ -138,6 +138,6 @@ class ImageCache:
             sha256 = (self.root / "builds" / release / build_id).read_text().strip()
         except OSError:
             return None
-        if SHA256_PATTERN.match(sha256) and self.has_image(sha256):
+        if SHA256_PATTERN.fullmatch(sha256) and self.has_image(sha256):
             return sha256
         return None

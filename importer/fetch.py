@@ -100,7 +100,7 @@ def resolve_build_id(store: Store, release: str, label: str) -> str:
 def read_published_sha256(store: Store, build_dir: str) -> str:
     relpath = f"{build_dir}/{SHA256_NAME}"
     fields = store.read_text(relpath).split()
-    if len(fields) < 1 or not SHA256_PATTERN.match(fields[0].lower()):
+    if len(fields) < 1 or not SHA256_PATTERN.fullmatch(fields[0].lower()):
         raise StoreError(f"{store.where(relpath)}: does not start with a sha256")
     return fields[0].lower()
 

@@ -21,7 +21,7 @@ FINGERPRINT_PATTERN = re.compile(r"^[0-9A-F]{40}([0-9A-F]{24})?$")
 
 def normalise_fingerprint(value: str) -> str:
     fingerprint = value.replace(" ", "").upper().removeprefix("0X")
-    if not FINGERPRINT_PATTERN.match(fingerprint):
+    if not FINGERPRINT_PATTERN.fullmatch(fingerprint):
         raise ApplianceError(f"trusted key {value!r}: expected a full 40-hex-digit GPG fingerprint")
     return fingerprint
 

@@ -33,7 +33,7 @@ def parse_sums(text: str, source: str, algorithm: str = "sha256") -> dict[str, s
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        match = _LINE.match(line)
+        match = _LINE.fullmatch(line)
         if not match or len(match["hex"]) != HEX_LENGTH[algorithm]:
             raise ChecksumError(f"{source}:{number}: not a '<{algorithm}>  <name>' line")
         result[match["name"]] = match["hex"]

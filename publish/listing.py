@@ -23,7 +23,9 @@ def list_store(store: Store, release: str | None = None) -> list[dict[str, Any]]
     if release is not None:
         return [describe_release(store, check_release(release))]
     releases = [
-        name for name in store.list_names("") if RELEASE_PATTERN.match(name) and ".." not in name
+        name
+        for name in store.list_names("")
+        if RELEASE_PATTERN.fullmatch(name) and ".." not in name
     ]
     return [describe_release(store, name) for name in releases]
 
@@ -35,13 +37,13 @@ def describe_release(store: Store, release: str) -> dict[str, Any]:
         raise NotFoundError(f"{store.display_url}: no release {release!r} in the store") from None
     labels: dict[str, str | None] = {}
     for name in names:
-        if LABEL_PATTERN.match(name):
+        if LABEL_PATTERN.fullmatch(name):
             try:
                 labels[name] = resolve_label(store, release, name)
             except ApplianceError:
                 labels[name] = None  # shown as broken, not hidden
     builds = []
-    for build_id in sorted((n for n in names if BUILD_ID_PATTERN.match(n)), reverse=True):
+    for build_id in sorted((n for n in names if BUILD_ID_PATTERN.fullmatch(n)), reverse=True):
         entry: dict[str, Any] = {
             "build_id": build_id,
             "labels": sorted(label for label, target in labels.items() if target == build_id),

@@ -53,7 +53,7 @@ def resolve_label(store: Store, release: str, label: str) -> str:
     """The immutable build id a label shows (read from ``<label>/BUILD_ID``)."""
     path = f"{label_path(release, label)}/{BUILD_ID_NAME}"
     build_id = store.read_bytes(path).decode(errors="replace").strip()
-    if not BUILD_ID_PATTERN.match(build_id):
+    if not BUILD_ID_PATTERN.fullmatch(build_id):
         raise ChecksumError(f"{store.display_url.rstrip('/')}/{path}: not a build id")
     return build_id
 

@@ -46,8 +46,8 @@ def prune(store: Store, release: str, keep: int) -> PruneResult:
     result = PruneResult()
     with store.lock(release):
         names = store.list_names(release)
-        builds = sorted((name for name in names if BUILD_ID_PATTERN.match(name)), reverse=True)
-        for label in (name for name in names if LABEL_PATTERN.match(name)):
+        builds = sorted((name for name in names if BUILD_ID_PATTERN.fullmatch(name)), reverse=True)
+        for label in (name for name in names if LABEL_PATTERN.fullmatch(name)):
             try:
                 target = resolve_label(store, release, label)
             except ApplianceError as error:
@@ -64,7 +64,7 @@ def prune(store: Store, release: str, keep: int) -> PruneResult:
         # Temporary label symlinks (file://, ssh://) sit in the release itself.
         for name in names:
             final = staged_final_name(name)
-            if name.startswith(".") and final is not None and LABEL_PATTERN.match(final):
+            if name.startswith(".") and final is not None and LABEL_PATTERN.fullmatch(final):
                 store.remove_tree(f"{release}/{name}")
                 result.leftovers.append(name)
         staging = f"{release}/{STAGING_DIRECTORY}"
@@ -82,7 +82,7 @@ def prune(store: Store, release: str, keep: int) -> PruneResult:
 
 def _is_stale(store: Store, path: str) -> bool:
     final = staged_final_name(path.rsplit("/", 1)[-1]) or ""
-    if LABEL_PATTERN.match(final):
+    if LABEL_PATTERN.fullmatch(final):
         return True  # label copies are made under the lock we hold
     modified = store.modified_at(path)
     return modified is not None and time.time() - modified > STALE_STAGING_SECONDS

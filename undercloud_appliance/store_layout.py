@@ -38,7 +38,7 @@ LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
 def check_release(name: str) -> str:
-    if not RELEASE_PATTERN.match(name) or ".." in name:
+    if not RELEASE_PATTERN.fullmatch(name) or ".." in name:
         raise ApplianceError(
             f"invalid release name {name!r}: use lower-case letters, digits, '.', '_' or '-'"
         )
@@ -46,13 +46,13 @@ def check_release(name: str) -> str:
 
 
 def check_build_id(build_id: str) -> str:
-    if not BUILD_ID_PATTERN.match(build_id):
+    if not BUILD_ID_PATTERN.fullmatch(build_id):
         raise ApplianceError(f"invalid build id {build_id!r}: expected YYYYMMDDTHHMMSSZ-xxxxxx")
     return build_id
 
 
 def check_label(label: str) -> str:
-    if not LABEL_PATTERN.match(label):
+    if not LABEL_PATTERN.fullmatch(label):
         raise ApplianceError(
             f"invalid label {label!r}: a label starts with a letter and holds only "
             "lower-case letters, digits, '_' or '-' (no '/' or '..')"

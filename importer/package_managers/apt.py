@@ -42,7 +42,7 @@ class AptPackageManager:
     repo_dir = "/etc/apt/sources.list.d"
 
     def package_name_ok(self, name: str) -> bool:
-        return bool(DEBIAN_PACKAGE_NAME.match(name))
+        return bool(DEBIAN_PACKAGE_NAME.fullmatch(name))
 
     def source_line(self, repo: Mapping[str, Any]) -> str:
         check_repo(repo)

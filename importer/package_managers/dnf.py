@@ -45,7 +45,7 @@ class DnfPackageManager:
     repo_dir = "/etc/yum.repos.d"
 
     def package_name_ok(self, name: str) -> bool:
-        return bool(RPM_PACKAGE_NAME.match(name))
+        return bool(RPM_PACKAGE_NAME.fullmatch(name))
 
     def repo_type(self, repo: Mapping[str, Any]) -> str:
         repo_type = repo.get("type", "baseurl")

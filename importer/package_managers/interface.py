@@ -84,7 +84,7 @@ def check_package_names(manager: PackageManager, names: Iterable[str]) -> list[s
 
 def check_puddle_id(puddle_id: str, id_pattern: str | None = None) -> str:
     """A puddle id safe in paths and URLs that matches the profile's pattern."""
-    if not PUDDLE_ID_SAFE.match(puddle_id):
+    if not PUDDLE_ID_SAFE.fullmatch(puddle_id):
         raise PackageManagerError(
             f"invalid puddle id {puddle_id!r}: only letters, digits, '.', '_' and '-'"
         )
@@ -111,7 +111,7 @@ def check_repo_url(url: str, repo_name: str) -> str:
 def check_repo(repo: Mapping[str, Any]) -> Mapping[str, Any]:
     """A rendered repo definition with a safe ``name`` and ``url``."""
     name = repo.get("name")
-    if not isinstance(name, str) or not REPO_NAME.match(name):
+    if not isinstance(name, str) or not REPO_NAME.fullmatch(name):
         raise PackageManagerError(f"invalid puddle repository name {name!r}")
     url = repo.get("url")
     if not isinstance(url, str):
