@@ -168,6 +168,10 @@ def test_a_signature_by_another_key_is_refused(
 
 
 @pytest.mark.slow
+# One store kind boots the import: the signed fetch over each kind is
+# test_fetch_verifies_a_signed_publish's, and the import boots the image
+# from the cache the same way whichever store it came from (3 min a boot).
+@pytest.mark.parametrize("store", ["webdav"], indirect=True)
 def test_signed_publish_is_imported(
     store: Store, signing_keys: SigningKeys, appliance_build: Path, tmp_path: Path
 ) -> None:
