@@ -143,7 +143,7 @@ def step_build_ironic_images(context: BuildContext) -> None:
     """The deploy image now, the deploy ramdisk in a thread (both from the cache when there).
 
     The ramdisk builds beside the appliance's DIB run and bake and is
-    joined in ``step_add_ironic_images``; the deploy image before them
+    joined in ``step_wait_for_ironic_images``; the deploy image before them
     (built while the bake's guest ran, its grub-install lost the disk's
     partition table three times in a row: the race ``finish_disk`` retries).
     """
