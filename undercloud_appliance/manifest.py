@@ -57,6 +57,22 @@ REQUIRED_IMAGE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "file_size": int,
     "sha256": str,
 }
+# Optional fields the importer reads (path from the top): when present, of
+# this type, so a manifest a store serves cannot make it fail half-way.
+OPTIONAL_FIELDS: dict[tuple[str, ...], type | tuple[type, ...]] = {
+    ("profile", "resolved"): dict,
+    ("profile", "resolved", "undercloud"): dict,
+    ("profile", "resolved", "undercloud", "smoke_commands"): list,
+    ("profile", "resolved", "undercloud", "update_commands"): list,
+    ("profile", "resolved", "undercloud", "upgrade_commands"): list,
+    ("profile", "resolved", "provisioning"): dict,
+    ("smoke",): (dict, type(None)),
+    ("ironic_images",): (dict, type(None)),
+}
+# Lists of commands the importer runs in the guest: strings only.
+COMMAND_LISTS = [
+    path for path, expected in OPTIONAL_FIELDS.items() if path[-1].endswith("_commands")
+]
 
 
 def new_build_id(now: datetime.datetime | None = None) -> str:
@@ -258,6 +274,14 @@ class Manifest:
                 raise ManifestError(
                     f"{source}: field 'image.{name}' is missing or has the wrong type"
                 )
+        for path, expected in OPTIONAL_FIELDS.items():
+            value = _optional_field(data, path)
+            if value is not _ABSENT and not isinstance(value, expected):
+                raise ManifestError(f"{source}: field '{'.'.join(path)}' has the wrong type")
+        for path in COMMAND_LISTS:
+            commands = _optional_field(data, path)
+            if commands is not _ABSENT and not all(isinstance(c, str) for c in commands):
+                raise ManifestError(f"{source}: field '{'.'.join(path)}' must list strings")
         data = json.loads(json.dumps(data))  # a deep copy: the Manifest owns its values
         image = data["image"]
         image_fields = {name: image.pop(name) for name in REQUIRED_IMAGE_FIELDS}
@@ -281,6 +305,19 @@ class Manifest:
     def write(self, path: Path) -> None:
         """Validate and write atomically (temp name, fsync, rename)."""
         write_manifest(path, self.to_dict())
+
+
+_ABSENT = object()
+
+
+def _optional_field(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path``, or _ABSENT when a step is missing (or not an object)."""
+    value: Any = data
+    for name in path:
+        if not isinstance(value, dict) or name not in value:
+            return _ABSENT
+        value = value[name]
+    return value
 
 
 def validate_manifest(data: Any, source: str = MANIFEST_NAME) -> dict[str, Any]:
@@ -308,6 +345,8 @@ def parse_manifest(text: str, source: str = MANIFEST_NAME) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ManifestError(f"{source}:{error.lineno}: not valid JSON: {error.msg}") from None
+    except RecursionError:  # a store can serve "[[[[..." as deep as it likes
+        raise ManifestError(f"{source}: JSON nested too deeply") from None
     return validate_manifest(data, source)
 
 
