@@ -354,6 +354,7 @@ def _positive(value: int | None, option: str) -> None:
 
 def run_import(args: argparse.Namespace) -> int:
     from importer.appliance_state import check_name
+    from importer.handoff import APPLIANCE_CLOUDS_YAML, SSH_USER
     from importer.imports import GUEST_BOOT_STEPS, ImportOptions
     from importer.imports import run_import as import_appliance
     from importer.signature import configured_fingerprint
@@ -396,6 +397,12 @@ def run_import(args: argparse.Namespace) -> int:
         f"{' + '.join(GUEST_BOOT_STEPS)})"
     )
     print(f"wrote {result.ssh_config} and {result.inventory}")
+    if not result.already_imported:
+        # The appliance made its own passwords on its first boot; they never leave it.
+        print(
+            f"credentials: ~{SSH_USER}/{APPLIANCE_CLOUDS_YAML} in the appliance "
+            "(its own admin password; cloud 'undercloud')"
+        )
     if record.get("nodes"):
         nodes = record["nodes"]
         print(

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 SSH_CONFIG_NAME = "ssh.config"
 INVENTORY_NAME = "hosts"
 SSH_USER = "stack"
+# Where the appliance keeps its clients' credentials, in SSH_USER's home.
+APPLIANCE_CLOUDS_YAML = ".config/openstack/clouds.yaml"
 # The deploy image's cloud-style first boot (glean) authorises the config
 # drive's keys for root.
 NODE_SSH_USER = "root"

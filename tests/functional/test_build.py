@@ -9,6 +9,8 @@ in test_import.py, which boots it anyway.
 from __future__ import annotations
 
 import json
+import re
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,33 @@ from undercloud_appliance.manifest import file_sha256, read_manifest
 from undercloud_appliance.qcow2 import image_info
 
 pytestmark = pytest.mark.slow
+
+# A generated secret in a setting (undercloud-setup and undercloud-identity
+# make 32 hex digits): "password = 5a6d...", "password: ff22...".
+SECRET_SETTING = re.compile(
+    rb"^\s*\S*password\s*[=:]\s*[0-9a-f]{32}\b", re.IGNORECASE | re.MULTILINE
+)
+PASSWORD_SETTING = re.compile(rb"^\s*password\s*[=:]", re.MULTILINE)
+# Where the undercloud's secrets would be: its configuration, its users' homes.
+SECRET_TREES = ("/etc", "/root", "/home")
+
+
+def settings_in_trees(handle, scratch: Path) -> tuple[list[str], dict[str, int]]:
+    """Secret-bearing settings in SECRET_TREES, and the password settings per file."""
+    secrets, password_settings = [], {}
+    for top in SECRET_TREES:
+        archive = scratch / f"{top.strip('/')}.tar"
+        handle.tar_out(top, str(archive))
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                data = tar.extractfile(member).read()
+                path = f"{top}/{member.name.removeprefix('./')}"
+                secrets += [f"{path}: {m.group(0).decode()}" for m in SECRET_SETTING.finditer(data)]
+                if found := len(PASSWORD_SETTING.findall(data)):
+                    password_settings[path] = found
+    return secrets, password_settings
 
 
 def test_build_directory_holds_image_manifest_and_log_only(appliance_build: Path) -> None:
@@ -78,7 +107,7 @@ def test_deploy_ramdisk_and_image_are_built_recorded_and_baked_in(appliance_buil
     # (test_image_is_identified_and_sealed checks the files in the image against these.)
 
 
-def test_image_is_identified_and_sealed(appliance_build: Path) -> None:
+def test_image_is_identified_and_sealed(appliance_build: Path, tmp_path: Path) -> None:
     manifest = read_manifest(appliance_build)
     handle = open_guestfs()
     try:
@@ -101,8 +130,18 @@ def test_image_is_identified_and_sealed(appliance_build: Path) -> None:
             name: handle.filesize(f"{images_dir}/{name}")
             for name in manifest["ironic_images"]["files"]
         }
+        # Secrets: every appliance makes its own on first boot (undercloud-identity).
+        password_files = handle.glob_expand("/etc/undercloud-appliance/*-password")
+        keys = handle.ls("/etc/keystone/fernet-keys") + handle.ls("/etc/keystone/credential-keys")
+        secret_settings, password_settings = settings_in_trees(handle, tmp_path)
     finally:
         handle.close()
+    assert password_files == [] and keys == [], "the build's passwords or Keystone keys"
+    assert secret_settings == [], "the published image holds the build's secrets"
+    # ... and the settings are there, emptied: undercloud-identity fills them in.
+    assert password_settings["/etc/ironic/ironic.conf"] == 3
+    assert password_settings["/etc/ironic-inspector/inspector.conf"] == 3
+    assert password_settings["/home/stack/.config/openstack/clouds.yaml"] == 1
     # The ramdisk and deploy image in the appliance are the bytes the manifest names.
     files = manifest["ironic_images"]["files"]
     assert dict(line.split()[::-1] for line in image_sums.splitlines()) == {

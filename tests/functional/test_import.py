@@ -186,6 +186,54 @@ def deploy_node_end_to_end(workdir: Path, name: str, node: dict) -> dict[str, fl
     return timings
 
 
+# Run as root in an appliance (script on standard input: no secret on a
+# command line).  Its own admin password and a token for it; with OLD (an
+# earlier appliance's password and token), what this Keystone makes of them.
+KEYSTONE_IDENTITY_PROBE = """
+import json, time, urllib.error, urllib.request
+URL = "http://127.0.0.1:5000/v3/auth/tokens"
+
+def call(headers, body=None):
+    request = urllib.request.Request(
+        URL, data=body and json.dumps(body).encode(), method="POST" if body else "GET",
+        headers={"Content-Type": "application/json", **headers})
+    deadline = time.monotonic() + 600
+    while True:  # after --skip-smoke Keystone may still be starting
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, response.headers.get("X-Subject-Token")
+        except urllib.error.HTTPError as error:
+            return error.code, None
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(3)
+
+def token(password):
+    user = {"name": "admin", "domain": {"id": "default"}, "password": password}
+    scope = {"project": {"name": "admin", "domain": {"id": "default"}}}
+    return call({}, {"auth": {"identity": {"methods": ["password"],
+                                           "password": {"user": user}}, "scope": scope}})
+
+own = open("/etc/undercloud-appliance/admin-password").read().strip()
+status, own_token = token(own)
+assert status == 201, status
+report = {"password": own, "token": own_token,
+          "clouds_yaml": own in open("/home/stack/.config/openstack/clouds.yaml").read()}
+if OLD:
+    report["old_password_status"] = token(OLD["password"])[0]
+    report["old_token_status"] = call(
+        {"X-Auth-Token": own_token, "X-Subject-Token": OLD["token"]})[0]
+print(json.dumps(report))
+"""
+
+
+def keystone_identity(workdir: Path, name: str, old: dict | None = None) -> dict:
+    """KEYSTONE_IDENTITY_PROBE's report from appliance ``name``."""
+    script = f"OLD = {json.dumps(old)}\n{KEYSTONE_IDENTITY_PROBE}"
+    return json.loads(ssh_output(workdir, name, "sudo python3 -", stdin=script, timeout=900))
+
+
 def test_import_ssh_status_reimport_replace_destroy(
     appliance_build: Path, libvirt_network: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -261,6 +309,9 @@ def test_import_ssh_status_reimport_replace_destroy(
             assert len(machine_id) == 32
             assert int(root_size) > manifest["image"]["virtual_size"], "root fs was grown"
             assert int(root_keys) >= 1
+            first_identity = keystone_identity(workdir, name)
+            assert first_identity["clouds_yaml"], "stack's clouds.yaml has the admin password"
+            assert "credentials: ~stack/.config/openstack/clouds.yaml" in imported.stdout
 
             status = json.loads(run_cli("status", name, "--json", "--connect", uri, env=env).stdout)
             assert status["state"] == "running" and status["build_id"] == build_id
@@ -324,6 +375,13 @@ def test_import_ssh_status_reimport_replace_destroy(
             ).split()
             assert len(new_machine_id) == 32 and new_machine_id != machine_id
             assert new_host_key != host_key, "every boot of the image makes its own host keys"
+            # ... and its own passwords and Keystone keys (undercloud-identity): the
+            # first copy's admin password and token mean nothing to this one.
+            identity = keystone_identity(workdir, name, old=first_identity)
+            assert identity["password"] != first_identity["password"]
+            assert identity["clouds_yaml"]
+            assert identity["old_password_status"] == 401
+            assert identity["old_token_status"] == 404, "a sibling's token was accepted"
             assert libvirt_domain.lookup(libvirt_domain.connect(uri), node) is None
             assert not node_disk.exists()
             assert not (workdir / "nodes.yaml").exists(), "the removed node's file went too"

@@ -6,14 +6,19 @@ import subprocess
 from pathlib import Path
 
 
-def ssh_output(workdir: Path, name: str, *command: str, timeout: float = 120) -> str:
+def ssh_output(
+    workdir: Path, name: str, *command: str, timeout: float = 120, stdin: str | None = None
+) -> str:
     """stdout of ``command`` on appliance ``name``, through the ssh.config in ``workdir``.
+
+    ``stdin`` is the command's standard input (secrets go there, never on a command line).
 
     A failing command fails the test with its exit status and the end of its stderr.
     """
     completed = subprocess.run(
         ["ssh", "-F", "ssh.config", "-o", "BatchMode=yes", name, *command],
         cwd=workdir,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
