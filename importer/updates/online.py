@@ -60,9 +60,7 @@ from importer.updates.puddle_target import (
 from importer.updates.rollback import revert_running_appliance
 from importer.updates.version_diff import VersionDiff, diff_versions
 from undercloud_appliance.errors import ApplianceError, NotFoundError
-from undercloud_appliance.manifest import (
-    MANIFEST_NAME,
-)
+from undercloud_appliance.manifest import MANIFEST_NAME
 from undercloud_appliance.puddles import check_repo_exists
 from undercloud_appliance.steps import StepRunner
 from undercloud_appliance.stores import open_store
