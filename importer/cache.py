@@ -3,11 +3,16 @@
 ::
 
     <cache>/<sha256>.qcow2              verified image, read-only, never written again
-    <cache>/<sha256>.manifest.json      its manifest
+    <cache>/manifests/<msha>.json       a build's manifest, named by its own sha256
+    <cache>/manifests/<msha>.SHA256SUMS(.sig)
+                                        the signed list that vouched for that
+                                        manifest, when a trusted key was asked for
+                                        (checked again whenever it is used)
     <cache>/<sha256>.partial            a download in progress (never under the final name)
     <cache>/<sha256>.partial.json       resume state: store path, version validator, size
     <cache>/<sha256>.lock               flock: one download of an image at a time
-    <cache>/builds/<release>/<build-id> the sha256 of that build
+    <cache>/builds/<release>/<build-id> the sha256 of that build's image, then of
+                                        its manifest
     <cache>/layers/<sha256>-<key>.qcow2 a customised layer over the image (ssh key,
                                         hostname, disk size: <key> digests them);
                                         read-only, reused by every import that asks
@@ -16,12 +21,18 @@
 ``$UNDERCLOUD_APPLIANCE_CACHE`` overrides the default
 ``~/.cache/undercloud-appliance/images``.  Overlays made by ``import`` use
 cached images as backing files, so ``destroy`` never removes from here.
+
+Manifests are keyed by their own content, not by the image they describe:
+the same image fetched from an unsigned store and then a signed one gets two
+manifest files, and a signed fetch never hands out the unsigned one.
+(``<sha256>.manifest.json`` files are what earlier versions kept.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -32,6 +43,7 @@ from typing import Any
 
 from undercloud_appliance.errors import ApplianceError
 from undercloud_appliance.manifest import write_file_atomically
+from undercloud_appliance.store_layout import SIGNATURE_NAME, SUMS_NAME
 
 CACHE_ENV = "UNDERCLOUD_APPLIANCE_CACHE"
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
@@ -69,8 +81,23 @@ class ImageCache:
     def image_path(self, sha256: str) -> Path:
         return self.root / f"{check_sha256(sha256)}.qcow2"
 
-    def manifest_path(self, sha256: str) -> Path:
+    def legacy_manifest_path(self, sha256: str) -> Path:
+        """Where earlier versions kept an image's manifest (unsigned, keyed by the image)."""
         return self.root / f"{check_sha256(sha256)}.manifest.json"
+
+    def manifest_path(self, manifest_sha256: str) -> Path:
+        """The manifest whose own sha256 is ``manifest_sha256``."""
+        return self.root / "manifests" / f"{check_sha256(manifest_sha256)}.json"
+
+    def keep_manifest(
+        self, manifest_bytes: bytes, signed_sums: tuple[bytes, bytes] | None = None
+    ) -> Path:
+        """Store verified manifest bytes under their sha256 (and the signed
+        SHA256SUMS and signature that listed them); return the manifest's path."""
+        path = self.manifest_path(hashlib.sha256(manifest_bytes).hexdigest())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_manifest_with_signature(path, manifest_bytes, signed_sums)
+        return path
 
     def partial_path(self, sha256: str) -> Path:
         return self.root / f"{check_sha256(sha256)}.partial"
@@ -117,27 +144,51 @@ class ImageCache:
         self.partial_path(sha256).unlink(missing_ok=True)
         self.partial_state_path(sha256).unlink(missing_ok=True)
 
-    def commit_partial(self, sha256: str, manifest_text: str) -> Path:
+    def commit_partial(self, sha256: str) -> Path:
         """Move a verified partial download to its final, read-only name."""
         final = self.image_path(sha256)
         partial = self.partial_path(sha256)
         os.chmod(partial, 0o444)
-        write_file_atomically(self.manifest_path(sha256), manifest_text.encode())
         os.replace(partial, final)
         self.partial_state_path(sha256).unlink(missing_ok=True)
         return final
 
-    def remember_build(self, release: str, build_id: str, sha256: str) -> None:
+    def remember_build(self, release: str, build_id: str, sha256: str, manifest_path: Path) -> None:
         index = self.root / "builds" / release
         index.mkdir(parents=True, exist_ok=True)
-        write_file_atomically(index / build_id, f"{sha256}\n".encode())
+        manifest_sha256 = manifest_path.name.removesuffix(".json")
+        write_file_atomically(index / build_id, f"{sha256}\n{manifest_sha256}\n".encode())
 
-    def known_build(self, release: str, build_id: str) -> str | None:
-        """The sha256 of a build fetched before, if its image is still cached."""
+    def known_build(self, release: str, build_id: str) -> tuple[str, Path] | None:
+        """The image sha256 and manifest path of a build fetched before, if its
+        image is still cached."""
         try:
-            sha256 = (self.root / "builds" / release / build_id).read_text().strip()
+            lines = (self.root / "builds" / release / build_id).read_text().split()
         except OSError:
             return None
-        if SHA256_PATTERN.fullmatch(sha256) and self.has_image(sha256):
-            return sha256
-        return None
+        if not lines or not all(SHA256_PATTERN.fullmatch(line) for line in lines):
+            return None
+        sha256 = lines[0]
+        if not self.has_image(sha256):
+            return None
+        if len(lines) == 1:
+            return sha256, self.legacy_manifest_path(sha256)
+        return sha256, self.manifest_path(lines[1])
+
+
+def write_manifest_with_signature(
+    path: Path, manifest_bytes: bytes, signed_sums: tuple[bytes, bytes] | None
+) -> None:
+    """Write manifest bytes as published, and the signed SHA256SUMS and
+    signature that listed them beside it (see :func:`signed_sums_paths`)."""
+    if signed_sums is not None:
+        for target, content in zip(signed_sums_paths(path), signed_sums, strict=True):
+            write_file_atomically(target, content)
+    write_file_atomically(path, manifest_bytes)
+
+
+def signed_sums_paths(manifest_path: Path) -> tuple[Path, Path]:
+    """Where the signed SHA256SUMS and its signature that vouched for a cached manifest are."""
+    digest = manifest_path.name.removesuffix(".json")
+    directory = manifest_path.parent
+    return directory / f"{digest}.{SUMS_NAME}", directory / f"{digest}.{SIGNATURE_NAME}"

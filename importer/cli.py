@@ -20,11 +20,16 @@ def _add_build_selection(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--label", help="label to resolve to a build id (default: latest)")
     which.add_argument("--build", dest="build_id", metavar="ID", help="immutable build id")
+    _add_trusted_key(parser)
+
+
+def _add_trusted_key(parser: argparse.ArgumentParser, default: str = "") -> None:
     parser.add_argument(
         "--trusted-key",
         metavar="FPR",
-        help="require SHA256SUMS.sig signed by this GPG key fingerprint "
-        "(default: $UNDERCLOUD_APPLIANCE_TRUSTED_KEY)",
+        help="require SHA256SUMS.sig signed by this GPG key fingerprint, covering the "
+        f"image, manifest.json and BUILD_ID (default: {default}"
+        "$UNDERCLOUD_APPLIANCE_TRUSTED_KEY)",
     )
 
 
@@ -173,6 +178,7 @@ def register_update_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     update.add_argument("name", metavar="NAME", nargs="?", help="imported appliance")
     add_offline_update_arguments(update)
+    _add_trusted_key(update, default="the key the appliance was imported with, or ")
     update.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
     update.set_defaults(func=run_update)
 
@@ -192,6 +198,7 @@ def register_update_commands(subparsers: argparse._SubParsersAction) -> None:
         "--puddle", default="latest", metavar="ID|LABEL", help="target puddle (default: latest)"
     )
     upgrade.add_argument("--puddle-base", metavar="URL", help="puddle base URL override")
+    _add_trusted_key(upgrade, default="the key the appliance was imported with, or ")
     upgrade.add_argument("--json", action="store_true", help="print the result as JSON")
     upgrade.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
     upgrade.set_defaults(func=run_upgrade)
@@ -211,16 +218,23 @@ def run_update(args: argparse.Namespace) -> int:
     if args.offline_build_dir is not None:
         if args.name is not None:
             raise ApplianceError("update: give NAME or --offline BUILD_DIR, not both")
+        if args.trusted_key:
+            raise ApplianceError("update --offline: --trusted-key applies to a store's builds")
         return run_offline_update(args)
     if args.name is None:
         raise ApplianceError("update: give an appliance NAME, or --offline BUILD_DIR")
     if args.output is not None or args.install:
         raise ApplianceError("update NAME: --output and --install apply to --offline only")
     from importer.appliance_state import check_name
+    from importer.signature import configured_fingerprint
     from importer.updates.online import update_online
 
     result = update_online(
-        check_name(args.name), args.puddle, args.connect, puddle_base=args.puddle_base
+        check_name(args.name),
+        args.puddle,
+        args.connect,
+        puddle_base=args.puddle_base,
+        trusted_key=configured_fingerprint(args.trusted_key),
     )
     print(format_online_result(result, args.json))
     return 0
@@ -228,6 +242,7 @@ def run_update(args: argparse.Namespace) -> int:
 
 def run_upgrade(args: argparse.Namespace) -> int:
     from importer.appliance_state import check_name
+    from importer.signature import configured_fingerprint
     from importer.updates.online import upgrade_online
     from undercloud_appliance.store_layout import check_release
 
@@ -239,6 +254,7 @@ def run_upgrade(args: argparse.Namespace) -> int:
         store_url=args.store,
         label=args.label,
         puddle_base=args.puddle_base,
+        trusted_key=configured_fingerprint(args.trusted_key),
     )
     print(format_online_result(result, args.json))
     return 0

@@ -12,6 +12,10 @@ whose file changed sends the whole new file instead, and the download
 restarts from zero: old and new bytes are never mixed.  Interrupted
 transfers are retried (``transient_failures``), each retry resuming.  The
 partial is renamed to ``<sha>.qcow2`` only after its sha256 matched.
+
+The manifest's ``image.file_size`` caps the download: a store announcing a
+larger file is refused before its body is read, and one that keeps sending
+is cut off one byte past the size (UntrustedStoreData, the partial removed).
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from importer.cache import ImageCache
-from undercloud_appliance.errors import ApplianceError, ChecksumError, NetworkError
+from undercloud_appliance.errors import (
+    ApplianceError,
+    ChecksumError,
+    NetworkError,
+    UntrustedStoreData,
+)
 from undercloud_appliance.retry_policies import transient_failures
 from undercloud_appliance.stores.base import Download, InterruptedTransfer, Store
 
@@ -156,6 +165,9 @@ def download_image(
     )
     try:
         digest = retrying(_one_attempt, transfer)
+    except UntrustedStoreData:
+        cache.discard_partial(sha256)
+        raise
     except InterruptedTransfer as error:
         raise NetworkError(
             f"{transfer.where}: download failed after {attempts} attempts: {error} "
@@ -192,7 +204,13 @@ def _one_attempt(transfer: _Transfer) -> str:
 def _keep(transfer: _Transfer, source: Download) -> str:
     """Write what ``source`` delivers into the partial; return the whole file's sha256."""
     offset = source.offset
-    total = source.total_size or transfer.expected_size
+    expected = transfer.expected_size
+    if expected is not None and source.total_size is not None and source.total_size != expected:
+        raise UntrustedStoreData(
+            f"{transfer.where}: the store offers {source.total_size} bytes, the manifest's "
+            f"image.file_size is {expected}; refused, nothing was cached"
+        )
+    total = source.total_size or expected
     transfer.cache.write_partial_state(
         transfer.sha256,
         {"relpath": transfer.relpath, "validator": source.validator, "size": total},
@@ -256,6 +274,13 @@ class _WriteBehind:
             self.flushed_to = self.position
 
 
+def _next_read_size(transfer: _Transfer, position: int) -> int:
+    """A chunk, but never more than one byte past the expected size (enough to see excess)."""
+    if transfer.expected_size is None:
+        return CHUNK_SIZE
+    return max(1, min(CHUNK_SIZE, transfer.expected_size - position + 1))
+
+
 def _receive(
     source: Download,
     writer: BinaryIO,
@@ -271,7 +296,15 @@ def _receive(
     bar = _progress_bar(total, offset, transfer.relpath.rsplit("/", 1)[-1])
     try:
         with bar:
-            while chunk := source.read(CHUNK_SIZE):
+            while chunk := source.read(_next_read_size(transfer, offset + received)):
+                if transfer.expected_size is not None and (
+                    offset + received + len(chunk) > transfer.expected_size
+                ):
+                    raise UntrustedStoreData(
+                        f"{transfer.where}: the store sent more than the manifest's "
+                        f"image.file_size of {transfer.expected_size} bytes; refused, "
+                        "nothing was cached"
+                    )
                 hasher.put(chunk)
                 writing.put(chunk)
                 received += len(chunk)

@@ -53,9 +53,10 @@ from importer.handoff import (
     wait_for_ssh,
     write_handoff,
 )
+from importer.published_build import read_cached_manifest
 from importer.smoke import first_failure, run_smoke_commands
 from undercloud_appliance.errors import ApplianceError, VirtError
-from undercloud_appliance.manifest import read_manifest, write_file_atomically
+from undercloud_appliance.manifest import write_file_atomically
 from undercloud_appliance.retry_policies import poll_until
 from undercloud_appliance.steps import StepRunner, StepTimings
 
@@ -597,7 +598,11 @@ def smoke_test_import(result: ImportResult) -> str | None:
     Returns the first failure (None when all passed); the caller decides
     what a failure means; the appliance stays imported either way.
     """
-    manifest = read_manifest(Path(result.record["manifest"]))
+    # The commands run with sudo: the manifest is checked again (signature
+    # included) when the appliance was imported with a trusted key.
+    manifest = read_cached_manifest(
+        Path(result.record["manifest"]), result.record.get("trusted_key")
+    )
     results = run_smoke_commands(result.ssh_config, result.name, manifest)
     for smoke in results:
         verdict = "ok" if smoke["returncode"] == 0 else f"FAILED (exit {smoke['returncode']})"
@@ -635,6 +640,7 @@ def import_record(context: ImportContext, timings: StepTimings) -> dict[str, Any
         "image": str(fetched.image_path),
         "manifest": str(fetched.manifest_path),
         "store_url": previous_record.get("store_url") or context.options.store_url,
+        "trusted_key": context.options.trusted_key or previous_record.get("trusted_key"),
         "overlay": str(context.overlay),
         "layer": str(context.layer) if context.layer else previous_record.get("layer"),
         "layer_reused": context.layer_reused,

@@ -4,27 +4,32 @@ A label moves only after the build is re-verified on the store (all files
 present, every checksum recomputed from the stored bytes) and only if its
 manifest records a passing smoke test (a build made with ``--no-bake`` has
 none); ``force`` overrides the smoke rule only, is logged and is recorded
-in the manifest's ``promotions`` list.  All of it runs under the release lock, so two
-promotions serialise and ``prune`` cannot delete the build meanwhile.
+in the build's ``PROMOTIONS.json`` (not in manifest.json, which SHA256SUMS
+and its signature cover and which never changes once published).  All of it
+runs under the release lock, so two promotions serialise and ``prune``
+cannot delete the build meanwhile.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from publish.checksum_files import parse_sums, sha256_hex
+from undercloud_appliance.checksum_files import parse_sums, sha256_hex
 from undercloud_appliance.errors import ApplianceError, ChecksumError, NotFoundError
-from undercloud_appliance.manifest import dump_manifest, parse_manifest
+from undercloud_appliance.manifest import parse_manifest
 from undercloud_appliance.store_layout import (
     BUILD_ID_NAME,
     BUILD_ID_PATTERN,
     IMAGE_NAME,
     MANIFEST_NAME,
     MD5_NAME,
+    PROMOTIONS_NAME,
     SHA256_NAME,
+    SMALL_FILE_LIMITS,
     SUMS_NAME,
     build_files,
     build_path,
@@ -73,13 +78,17 @@ def verify_published_build(store: Store, release: str, build_id: str) -> dict[st
     def text(name: str) -> str:
         return store.read_bytes(f"{build}/{name}").decode(errors="replace")
 
-    manifest = parse_manifest(text(MANIFEST_NAME), f"{where}/{MANIFEST_NAME}")
+    manifest_bytes = store.read_bytes(f"{build}/{MANIFEST_NAME}")
+    manifest = parse_manifest(manifest_bytes.decode(errors="replace"), f"{where}/{MANIFEST_NAME}")
     build_id_bytes = store.read_bytes(f"{build}/{BUILD_ID_NAME}")
     if build_id_bytes.decode(errors="replace").strip() != build_id:
         raise ChecksumError(f"{where}/{BUILD_ID_NAME}: does not name {build_id}")
     if (manifest["build_id"], manifest["release"]) != (build_id, release):
         raise ChecksumError(f"{where}/{MANIFEST_NAME}: describes another build")
     sums = parse_sums(text(SUMS_NAME), f"{where}/{SUMS_NAME}")
+    manifest_sha256 = sums.get(MANIFEST_NAME)
+    if manifest_sha256 is not None and manifest_sha256 != sha256_hex(manifest_bytes):
+        raise ChecksumError(f"{where}/{SUMS_NAME}: {MANIFEST_NAME} checksum does not match")
     image_sha256 = parse_sums(text(SHA256_NAME), f"{where}/{SHA256_NAME}").get(IMAGE_NAME)
     image_md5 = parse_sums(text(MD5_NAME), f"{where}/{MD5_NAME}", "md5").get(IMAGE_NAME)
     expected = manifest["image"]["sha256"]
@@ -119,7 +128,7 @@ def promote(
                     f"build {build_id}: {problem}; not promoting to {label!r} (--force overrides)"
                 )
             log.warning("promoting %s to %r although %s (--force)", build_id, label, problem)
-            _record_forced_promotion(store, release, build_id, label, manifest, problem)
+            _record_forced_promotion(store, release, build_id, label, problem)
         previous = store.point_label(release, label, build_id)
     log.info("%s/%s -> %s (was %s)", release, label, build_id, previous or "unset")
     return previous
@@ -135,16 +144,17 @@ def smoke_problem(smoke: Any) -> str | None:
 
 
 def _record_forced_promotion(
-    store: Store,
-    release: str,
-    build_id: str,
-    label: str,
-    manifest: dict[str, Any],
-    reason: str,
+    store: Store, release: str, build_id: str, label: str, reason: str
 ) -> None:
-    promotions = manifest.get("promotions")
-    if not isinstance(promotions, list):
+    path = f"{build_path(release, build_id)}/{PROMOTIONS_NAME}"
+    try:
+        promotions = json.loads(store.read_bytes(path, SMALL_FILE_LIMITS[PROMOTIONS_NAME]))
+    except NotFoundError:
         promotions = []
+    except ValueError:
+        raise ChecksumError(f"{store.where(path)}: not a JSON list") from None
+    if not isinstance(promotions, list):
+        raise ChecksumError(f"{store.where(path)}: not a JSON list")
     promotions.append(
         {
             "label": label,
@@ -154,9 +164,5 @@ def _record_forced_promotion(
             "by": getpass.getuser(),
         }
     )
-    manifest["promotions"] = promotions
-    # manifest.json is not in SHA256SUMS for exactly this reason: it is the
-    # build's mutable record, replaced atomically.
-    store.write_bytes(
-        f"{build_path(release, build_id)}/{MANIFEST_NAME}", dump_manifest(manifest).encode()
-    )
+    # Its own file: manifest.json is signed and never rewritten.
+    store.write_bytes(path, (json.dumps(promotions, indent=2) + "\n").encode())

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from publish.checksum_files import checksum_line, render_sums, sha256_hex
+from undercloud_appliance.checksum_files import checksum_line, render_sums, sha256_hex
 from undercloud_appliance.errors import (
     ApplianceError,
     ChecksumError,
@@ -164,8 +164,14 @@ def step_verify_checksums(context: PublishContext) -> None:
 def step_write_checksum_files(context: PublishContext) -> None:
     assert context.digests is not None and context.staging is not None
     build_id_bytes = f"{context.build_id}\n".encode()
+    # Everything the importer trusts (SIGNED_NAMES), so the signature covers
+    # the commands the manifest carries and the build id, not the image alone.
     sums = render_sums(
-        {IMAGE_NAME: context.digests.sha256, BUILD_ID_NAME: sha256_hex(build_id_bytes)}
+        {
+            IMAGE_NAME: context.digests.sha256,
+            MANIFEST_NAME: sha256_hex(context.manifest_bytes),
+            BUILD_ID_NAME: sha256_hex(build_id_bytes),
+        }
     ).encode()
     files = {
         SHA256_NAME: checksum_line(context.digests.sha256, IMAGE_NAME).encode(),

@@ -49,6 +49,11 @@ class ChecksumError(ApplianceError):
     exit_code = 6
 
 
+class UntrustedStoreData(ChecksumError):
+    """A store sent what must not be used: larger than its limit, or over an
+    https -> http redirect.  Refused like a checksum mismatch (exit 6)."""
+
+
 class NetworkError(ApplianceError):
     """A remote endpoint could not be reached (after retries)."""
 

@@ -6,9 +6,11 @@ Documented in ``docs/store-layout.rst``::
     <store>/<release>/<build-id>/undercloud.qcow2.sha256   "<hex>  undercloud.qcow2"
     <store>/<release>/<build-id>/undercloud.qcow2.md5      "<hex>  undercloud.qcow2"
     <store>/<release>/<build-id>/manifest.json
-    <store>/<release>/<build-id>/SHA256SUMS                names only, sha256sum -c
+    <store>/<release>/<build-id>/SHA256SUMS                names only, sha256sum -c; lists
+                                                           the image, manifest.json, BUILD_ID
     <store>/<release>/<build-id>/SHA256SUMS.sig            optional detached GPG signature
     <store>/<release>/<build-id>/BUILD_ID                  the build id, one line
+    <store>/<release>/<build-id>/PROMOTIONS.json           forced promotions (not signed)
     <store>/<release>/<label>/...                          the same files as the build
                                                            the label points at
 
@@ -31,6 +33,25 @@ MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
 SIGNATURE_NAME = "SHA256SUMS.sig"
 BUILD_ID_NAME = "BUILD_ID"
+PROMOTIONS_NAME = "PROMOTIONS.json"
+
+#: What SHA256SUMS (and so its signature) vouches for: everything the
+#: importer trusts.  Builds published before it listed manifest.json and
+#: BUILD_ID are fetched without a trusted key only.
+SIGNED_NAMES = (IMAGE_NAME, MANIFEST_NAME, BUILD_ID_NAME)
+
+#: The most a reader takes of each small file: a store that serves more is
+#: refused before this host's memory or disk fills.  The image's own limit
+#: is the size its manifest states.
+SMALL_FILE_LIMITS = {
+    BUILD_ID_NAME: 256,
+    SHA256_NAME: 4 * 1024,
+    MD5_NAME: 4 * 1024,
+    SUMS_NAME: 64 * 1024,
+    SIGNATURE_NAME: 64 * 1024,
+    MANIFEST_NAME: 1024 * 1024,
+    PROMOTIONS_NAME: 1024 * 1024,
+}
 
 RELEASE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 BUILD_ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")

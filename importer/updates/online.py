@@ -28,7 +28,6 @@ like code) are run as shell text on purpose.
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import subprocess
@@ -41,9 +40,11 @@ from typing import Any
 
 from importer import libvirt_domain
 from importer.appliance_state import RECORD_NAME, read_record, record_change, state_dir_for
+from importer.cache import write_manifest_with_signature
 from importer.fetch import resolve_build_id
 from importer.handoff import SSH_CONFIG_NAME, ssh_command
 from importer.package_managers import find_puddle_repo_files_command, plan_update
+from importer.published_build import PublishedBuild, read_cached_manifest, read_published_build
 from importer.smoke import first_failure, run_smoke_commands
 from importer.updates import puddle_history
 from importer.updates.puddle_target import (
@@ -59,12 +60,7 @@ from importer.updates.puddle_target import (
 from importer.updates.rollback import revert_running_appliance
 from importer.updates.version_diff import VersionDiff, diff_versions
 from undercloud_appliance.errors import ApplianceError, NotFoundError
-from undercloud_appliance.manifest import (
-    MANIFEST_NAME,
-    parse_manifest,
-    read_manifest,
-    write_file_atomically,
-)
+from undercloud_appliance.manifest import MANIFEST_NAME
 from undercloud_appliance.puddles import check_repo_exists
 from undercloud_appliance.steps import StepRunner
 from undercloud_appliance.stores import open_store
@@ -86,10 +82,14 @@ class OnlineUpdateContext:
     target_release: str | None = None
     target_store: str | None = None
     target_label: str | None = None
+    #: Fingerprint the manifests used must be signed by (--trusted-key, or
+    #: the one the appliance was imported with).
+    trusted_key: str | None = None
     state_dir: Path = Path()
     record: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     target_manifest: dict[str, Any] = field(default_factory=dict)
+    target_build: PublishedBuild | None = None
     domain: Any = None
     metadata: dict[str, str] = field(default_factory=dict)
     ssh_config: Path = Path()
@@ -221,7 +221,11 @@ def step_check_appliance(context: OnlineUpdateContext) -> None:
             f"{context.state_dir / RECORD_NAME}: the build's manifest is not in the cache "
             f"({manifest_path or 'not recorded'}); import the appliance again"
         )
-    context.manifest = read_manifest(Path(manifest_path))
+    context.trusted_key = context.trusted_key or context.record.get("trusted_key")
+    # Verified again (signature included) each time: the commands it carries run with sudo.
+    context.manifest = read_cached_manifest(Path(manifest_path), context.trusted_key)
+    if context.trusted_key:
+        context.record["trusted_key"] = context.trusted_key
     context.previous_puddle_id = context.record.get("puddle")
     run_over_ssh(context, ["true"], "checking ssh", sudo=False, timeout=60)
 
@@ -238,8 +242,10 @@ def step_read_target_release(context: OnlineUpdateContext) -> None:
     store = open_store(store_url)
     try:
         build_id = resolve_build_id(store, context.target_release, context.target_label or "latest")
-        path = f"{context.target_release}/{build_id}/{MANIFEST_NAME}"
-        context.target_manifest = parse_manifest(store.read_text(path), store.where(path))
+        context.target_build = read_published_build(
+            store, context.target_release, build_id, context.trusted_key
+        )
+        context.target_manifest = context.target_build.manifest
     finally:
         store.close()
     context.note(f"upgrade {context.name} to {context.target_release} build {build_id}")
@@ -374,8 +380,12 @@ def step_record_change(context: OnlineUpdateContext) -> None:
 
 def save_target_manifest(context: OnlineUpdateContext) -> str:
     """Keep the target release's manifest beside the appliance: later updates use it."""
+    assert context.target_build is not None
     path = context.state_dir / f"{context.target_release}.{MANIFEST_NAME}"
-    write_file_atomically(path, (json.dumps(context.target_manifest, indent=2) + "\n").encode())
+    # The bytes as published (and their signed SHA256SUMS): checked again when used.
+    write_manifest_with_signature(
+        path, context.target_build.manifest_bytes, context.target_build.signed_sums
+    )
     return str(path)
 
 
@@ -462,12 +472,20 @@ def apply_online_update(context: OnlineUpdateContext) -> OnlineUpdateResult:
 
 
 def update_online(
-    name: str, requested_puddle: str, uri: str, puddle_base: str | None = None
+    name: str,
+    requested_puddle: str,
+    uri: str,
+    puddle_base: str | None = None,
+    trusted_key: str | None = None,
 ) -> OnlineUpdateResult:
     """``update NAME --puddle ID|LABEL``: see the module docstring."""
     return apply_online_update(
         OnlineUpdateContext(
-            name=name, uri=uri, requested_puddle=requested_puddle, puddle_base=puddle_base
+            name=name,
+            uri=uri,
+            requested_puddle=requested_puddle,
+            puddle_base=puddle_base,
+            trusted_key=trusted_key,
         )
     )
 
@@ -480,6 +498,7 @@ def upgrade_online(
     store_url: str | None = None,
     label: str | None = None,
     puddle_base: str | None = None,
+    trusted_key: str | None = None,
 ) -> OnlineUpdateResult:
     """``upgrade NAME --to-release R``: the target release's repos, upgrade and smoke commands."""
     return apply_online_update(
@@ -492,5 +511,6 @@ def upgrade_online(
             target_release=to_release,
             target_store=store_url,
             target_label=label,
+            trusted_key=trusted_key,
         )
     )

@@ -208,9 +208,7 @@ def test_interrupted_fetch_resumes_with_only_the_rest(
     image_requests = [r for r in server.requests if r[0].endswith(".qcow2")]
     assert image_requests == [(image_requests[0][0], f"bytes={kept}-", f'"1-{size}"')]
     assert hashlib.sha256(Path(resumed["path"]).read_bytes()).hexdigest() == sha
-    assert cache_files(env) == sorted(
-        ["builds", f"{sha}.lock", f"{sha}.manifest.json", f"{sha}.qcow2"]
-    )
+    assert cache_files(env) == sorted(["builds", "manifests", f"{sha}.lock", f"{sha}.qcow2"])
 
     server.reset_counters()
     fetch(server.url, release, env, "--build", build_id)

@@ -29,8 +29,10 @@ from undercloud_appliance.store_layout import (
     BUILD_ID_NAME,
     IMAGE_NAME,
     MD5_NAME,
+    PROMOTIONS_NAME,
     SHA256_NAME,
     SIGNATURE_NAME,
+    SIGNED_NAMES,
     SUMS_NAME,
 )
 
@@ -124,6 +126,9 @@ def test_publish_promote_prune_list(store: StoreUnderTest, builds: list[Path]) -
             ["BUILD_ID", "SHA256SUMS", "manifest.json", IMAGE_NAME, MD5_NAME, SHA256_NAME]
         )
         check_with_coreutils(published)
+        # SHA256SUMS (what a signature covers) lists all the importer trusts.
+        listed = [line.split()[1] for line in (published / SUMS_NAME).read_text().splitlines()]
+        assert sorted(listed) == sorted(SIGNED_NAMES)
         assert (published / BUILD_ID_NAME).read_text() == f"{build_id}\n"
         assert (published / IMAGE_NAME).read_bytes() == (
             builds[ids.index(build_id)] / IMAGE_NAME
@@ -239,12 +244,16 @@ def test_smoke_failure_blocks_promotion_unless_forced(
 
     forced = store.cli("promote", RELEASE, build_id, "--label", "current", "--force")
     assert "smoke" in forced.stderr  # logged
-    manifest = json.loads((store.root / RELEASE / build_id / "manifest.json").read_text())
-    (promotion,) = manifest["promotions"]
+    promotions = json.loads((store.root / RELEASE / build_id / PROMOTIONS_NAME).read_text())
+    (promotion,) = promotions
     assert promotion["label"] == "current" and promotion["forced"] is True
-    # The label shows the updated manifest, and the checksum files still verify.
-    label_manifest = json.loads((store.root / RELEASE / "current" / "manifest.json").read_text())
-    assert label_manifest["promotions"] == manifest["promotions"]
+    # The label shows the record; the signed manifest is unchanged, so the
+    # checksum files still verify.
+    label_record = json.loads((store.root / RELEASE / "current" / PROMOTIONS_NAME).read_text())
+    assert label_record == promotions
+    assert (store.root / RELEASE / build_id / "manifest.json").read_bytes() == (
+        build / "manifest.json"
+    ).read_bytes()
     check_with_coreutils(store.root / RELEASE / "current")
 
 
@@ -263,8 +272,7 @@ def test_build_without_smoke_result_is_not_promoted_unless_forced(
 
     forced = store.cli("promote", RELEASE, build_id, "--label", "current", "--force")
     assert "no smoke test is recorded" in forced.stderr  # logged
-    manifest = json.loads((store.root / RELEASE / "current" / "manifest.json").read_text())
-    (promotion,) = manifest["promotions"]
+    (promotion,) = json.loads((store.root / RELEASE / "current" / PROMOTIONS_NAME).read_text())
     assert promotion["forced"] is True and "no smoke test" in promotion["reason"]
     check_with_coreutils(store.root / RELEASE / "current")
 
@@ -273,8 +281,7 @@ def test_passed_smoke_promotes(store: StoreUnderTest, tmp_path: Path) -> None:
     build = make_fake_build(tmp_path / "build", RELEASE, smoke_passed=True)
     store.cli("publish", str(build))
     store.cli("promote", RELEASE, build_id_of(build), "--label", "stable")
-    manifest = json.loads((store.root / RELEASE / "stable" / "manifest.json").read_text())
-    assert manifest["promotions"] == []
+    assert not (store.root / RELEASE / "stable" / PROMOTIONS_NAME).exists()
 
 
 def test_republishing_the_same_build_is_refused(store: StoreUnderTest, builds: list[Path]) -> None:

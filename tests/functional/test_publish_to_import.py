@@ -228,6 +228,13 @@ def test_signed_publish_is_imported(
             assert json.loads(release_json)["build_id"] == build_id
             record = json.loads((tmp_path / "state" / name / "import.json").read_text())
             assert Path(record["image"]) == Path(fetched["path"]), "import used the fetched image"
+            # The appliance stays under the key: update and the smoke test check the
+            # recorded manifest (the bytes published) against its signature again.
+            assert record["trusted_key"] == signing_keys.trusted
+            assert (
+                Path(record["manifest"]).read_bytes()
+                == (appliance_build / "manifest.json").read_bytes()
+            )
         finally:
             destroyed = run_cli("destroy", name, "--connect", uri, env=env, check=False)
     assert destroyed.returncode == 0, destroyed.stderr

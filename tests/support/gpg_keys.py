@@ -44,3 +44,82 @@ def make_signing_key(home: Path, user_id: str, expires: str = "1d") -> str:
 def stop_gpg_agent(home: Path) -> None:
     """Stop the agent gpg started for ``home`` (it outlives the test otherwise)."""
     subprocess.run(["gpgconf", "--kill", "all"], env=gnupg_env(home), check=False)
+
+
+def sign_detached(home: Path, path: Path, key: str, at: str | None = None) -> Path:
+    """Write ``path``.sig, a detached signature by ``key`` (made at time ``at``, if given:
+    gpg's ``--faked-system-time`` form, e.g. ``20200101T010000``)."""
+    faked = ["--faked-system-time", f"{at}!"] if at else []
+    signature = path.with_name(path.name + ".sig")
+    subprocess.run(
+        [
+            "gpg",
+            "--batch",
+            "--yes",
+            *faked,
+            "--local-user",
+            key,
+            "--detach-sign",
+            "--output",
+            str(signature),
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        env=gnupg_env(home),
+        timeout=60,
+    )
+    return signature
+
+
+def make_expired_signing_key(home: Path, user_id: str) -> tuple[str, str]:
+    """A key that was made in 2020 and expired a day later: (fingerprint, a time
+    within its life to sign at)."""
+    env = gnupg_env(home)
+    subprocess.run(
+        [
+            "gpg",
+            "--batch",
+            "--passphrase",
+            "",
+            "--faked-system-time",
+            "20200101T000000!",
+            "--quick-generate-key",
+            user_id,
+            "ed25519",
+            "sign",
+            "1d",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    listing = subprocess.run(
+        ["gpg", "--batch", "--with-colons", "--list-keys", user_id],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
+    fingerprint = next(
+        line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr")
+    )
+    return fingerprint, "20200101T010000"
+
+
+def revoke_key(home: Path, fingerprint: str) -> None:
+    """Import the revocation certificate gpg made with the key: the key is revoked."""
+    certificate = (home / "openpgp-revocs.d" / f"{fingerprint}.rev").read_text()
+    # gpg stores it with a ':' before the armour line so it is not imported by mistake.
+    subprocess.run(
+        ["gpg", "--batch", "--import"],
+        input=certificate.replace(
+            ":-----BEGIN PGP PUBLIC KEY BLOCK", "-----BEGIN PGP PUBLIC KEY BLOCK"
+        ),
+        check=True,
+        capture_output=True,
+        text=True,
+        env=gnupg_env(home),
+        timeout=60,
+    )

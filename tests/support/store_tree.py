@@ -63,12 +63,15 @@ def lay_out_build(
         (target / SHA256_NAME).write_text(f"{sha256}  {IMAGE_NAME}\n")
         (target / MD5_NAME).write_text(f"{md5}  {IMAGE_NAME}\n")
         (target / MANIFEST_NAME).write_text((build_dir / MANIFEST_NAME).read_text())
+        build_id_bytes = f"{build_id}\n".encode()
+        manifest_sha = hashlib.sha256((build_dir / MANIFEST_NAME).read_bytes()).hexdigest()
+        # What publish writes: SHA256SUMS lists every file a signature covers.
         (target / SUMS_NAME).write_text(
+            f"{hashlib.sha256(build_id_bytes).hexdigest()}  {BUILD_ID_NAME}\n"
+            f"{manifest_sha}  {MANIFEST_NAME}\n"
             f"{sha256}  {IMAGE_NAME}\n"
-            + f"{hashlib.sha256((build_dir / MANIFEST_NAME).read_bytes()).hexdigest()}"
-            + f"  {MANIFEST_NAME}\n"
         )
-        (target / BUILD_ID_NAME).write_text(f"{build_id}\n")
+        (target / BUILD_ID_NAME).write_bytes(build_id_bytes)
     return release, build_id
 
 

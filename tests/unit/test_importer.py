@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import subprocess
@@ -24,11 +25,16 @@ from importer.handoff import (
     ssh_config_text,
 )
 from importer.imports import ImportContext, ImportOptions, grow_to_bytes, layer_key
-from importer.signature import normalise_fingerprint, signing_fingerprints
-from undercloud_appliance.errors import ApplianceError, NotFoundError, StoreError
+from importer.signature import normalise_fingerprint, signature_problem, signing_fingerprints
+from undercloud_appliance.errors import (
+    ApplianceError,
+    NotFoundError,
+    StoreError,
+    UntrustedStoreData,
+)
 from undercloud_appliance.hypervisor import libvirt_domain_type
 from undercloud_appliance.stores import open_store
-from undercloud_appliance.stores.webdav import _range_starts_at
+from undercloud_appliance.stores.webdav import _range_starts_at, refuse_downgrade
 
 QEMU = "{http://libvirt.org/schemas/domain/qemu/1.0}"
 SHA = "a" * 64
@@ -169,6 +175,50 @@ def test_signing_fingerprints_reads_validsig_lines() -> None:
     assert signing_fingerprints("[GNUPG:] BADSIG 0123 x\n") == set()
 
 
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ("", None),
+        ("[GNUPG:] EXPKEYSIG 0123 someone\n", "expired key"),
+        ("[GNUPG:] REVKEYSIG 0123 someone\n", "revoked key"),
+        ("[GNUPG:] EXPSIG 0123 someone\n", "expired signature"),
+        ("[GNUPG:] BADSIG 0123 someone\n", "bad signature"),
+        ("[GNUPG:] ERRSIG 0123 1 10 00 1790000000 9 -\n", "cannot check"),
+        ("[GNUPG:] NO_PUBKEY 0123\n", "not in the keyring"),
+    ],
+)
+def test_only_good_unexpired_unrevoked_signatures_count(extra: str, problem: str | None) -> None:
+    """gpg exits 0 for a revoked or expired key; the status lines decide (as apt's gpgv)."""
+    fpr = "A" * 40
+    good = (
+        "[GNUPG:] NEWSIG\n"
+        "[GNUPG:] GOODSIG 0123 someone\n"
+        f"[GNUPG:] VALIDSIG {fpr} 2026-11-22 1790000000 0 4 0 22 10 00 {fpr}\n"
+    )
+    found = signature_problem(good + extra, fpr)
+    assert found is None if problem is None else problem in found
+    assert "no good signature" in signature_problem(good, "B" * 40)
+    assert "no good signature" in signature_problem(good.replace("GOODSIG", "NOTE"), fpr)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "refused"),
+    [
+        ("https://store.example/a", "http://store.example/a", True),
+        ("https://store.example/a", "ftp://store.example/a", True),
+        ("https://store.example/a", "https://mirror.example/a", False),
+        ("http://store.example/a", "http://mirror.example/a", False),
+        ("http://store.example/a", "https://store.example/a", False),
+    ],
+)
+def test_redirects_never_leave_https(source: str, target: str, refused: bool) -> None:
+    if refused:
+        with pytest.raises(UntrustedStoreData, match="redirected from https"):
+            refuse_downgrade(source, target)
+    else:
+        refuse_downgrade(source, target)
+
+
 def test_fingerprints_are_normalised_and_checked() -> None:
     assert normalise_fingerprint("0x" + "abcd " * 10) == "ABCD" * 10
     with pytest.raises(ApplianceError, match="40-hex-digit"):
@@ -179,14 +229,16 @@ def test_cache_commit_makes_a_read_only_image_and_drops_resume_state(tmp_path: P
     cache = ImageCache(tmp_path / "cache").ensure()
     cache.partial_path(SHA).write_bytes(b"image")
     cache.write_partial_state(SHA, {"etag": '"x"'})
-    final = cache.commit_partial(SHA, '{"manifest": true}\n')
+    final = cache.commit_partial(SHA)
     assert final == tmp_path / "cache" / f"{SHA}.qcow2"
     assert final.stat().st_mode & 0o777 == 0o444
     assert not cache.partial_path(SHA).exists()
     assert not cache.partial_state_path(SHA).exists()
     assert cache.has_image(SHA, 5) and not cache.has_image(SHA, 6)
-    cache.remember_build("debian-ci", "20261122T041800Z-1a2b3c", SHA)
-    assert cache.known_build("debian-ci", "20261122T041800Z-1a2b3c") == SHA
+    manifest = cache.keep_manifest(b'{"manifest": true}\n')
+    assert manifest.name == f"{hashlib.sha256(manifest.read_bytes()).hexdigest()}.json"
+    cache.remember_build("debian-ci", "20261122T041800Z-1a2b3c", SHA, manifest)
+    assert cache.known_build("debian-ci", "20261122T041800Z-1a2b3c") == (SHA, manifest)
     assert cache.known_build("debian-ci", "20261122T041800Z-ffffff") is None
     with pytest.raises(ApplianceError, match="invalid sha256"):
         cache.image_path("../etc/passwd")

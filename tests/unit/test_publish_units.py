@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from publish.checksum_files import checksum_line, parse_sums, render_sums
 from publish.promotion import check_promotable_label
+from undercloud_appliance.checksum_files import checksum_line, parse_sums, render_sums
 from undercloud_appliance.errors import ApplianceError, ChecksumError, StoreError
 from undercloud_appliance.stores import default_store_url, open_store
 from undercloud_appliance.stores import digests as digests_module

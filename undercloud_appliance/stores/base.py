@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 
-from undercloud_appliance.errors import StoreError
+from undercloud_appliance.errors import UntrustedStoreData
 from undercloud_appliance.stores.digests import Digests
 
 #: Per-release directory holding staged builds and label copies.  One known
@@ -105,7 +105,8 @@ class Store(ABC):
     @abstractmethod
     def read_bytes(self, path: str, limit: int = SMALL_FILE_LIMIT) -> bytes:
         """A small file's content (NotFoundError when it does not exist,
-        StoreError when it is larger than ``limit`` bytes)."""
+        UntrustedStoreData when it is larger than ``limit`` bytes: never more
+        than ``limit + 1`` bytes are read)."""
 
     def read_text(self, path: str) -> str:
         """``read_bytes`` decoded as UTF-8 (undecodable bytes replaced)."""
@@ -194,5 +195,5 @@ class Store(ABC):
 def refuse_large(store: Store, path: str, content: bytes, limit: int) -> bytes:
     """``content`` (read with a limit of ``limit + 1`` bytes) unless it exceeds ``limit``."""
     if len(content) > limit:
-        raise StoreError(f"{store.where(path)}: larger than {limit} bytes")
+        raise UntrustedStoreData(f"{store.where(path)}: larger than {limit} bytes; refused")
     return content

@@ -24,6 +24,9 @@ Reading needs only GET and HEAD, so any HTTP server that serves the tree
   crashed holder's lock expires after one timeout.
 - Transient failures (connection errors, timeouts, 5xx) are retried with
   a bounded budget, then reported as NetworkError.
+- Redirects are followed, except from https to anything else: what TLS
+  protected (checksums, manifest, image, credentials) is never fetched in
+  the clear (UntrustedStoreData).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -48,6 +51,7 @@ from undercloud_appliance.errors import (
     NetworkError,
     NotFoundError,
     StoreError,
+    UntrustedStoreData,
 )
 from undercloud_appliance.retry_policies import transient_failures
 from undercloud_appliance.stores.base import (
@@ -103,6 +107,27 @@ def _granted_timeout(lock_response: bytes) -> int | None:
     return int(seconds) if seconds.isdigit() and int(seconds) > 0 else None
 
 
+def refuse_downgrade(from_url: str, to_url: str) -> None:
+    """UntrustedStoreData when a redirect leaves https for another scheme."""
+    target = urlsplit(to_url).scheme.lower()
+    if urlsplit(from_url).scheme.lower() == "https" and target != "https":
+        raise UntrustedStoreData(
+            f"{redact_url(from_url)}: redirected from https to {target or 'no'}:// "
+            f"({redact_url(to_url)[:200]}); refused"
+        )
+
+
+class NoDowngradeSession(requests.Session):
+    """A requests session that follows redirects, but never from https to http."""
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        # Called for every redirect before it is followed.
+        target = super().get_redirect_target(resp)
+        if target is not None:
+            refuse_downgrade(resp.url, urljoin(resp.url, target))
+        return target
+
+
 class _TransientStatus(Exception):
     def __init__(self, response: requests.Response) -> None:
         super().__init__(f"HTTP {response.status_code}")
@@ -117,7 +142,7 @@ class WebDavStore(Store):
         self.display_url = redact_url(url)
         base = url_without_userinfo(url)
         self.base_url = base if base.endswith("/") else base + "/"
-        self.session = requests.Session()
+        self.session = NoDowngradeSession()
         self.session.auth = store_credentials(url)
         self.session.headers["User-Agent"] = "undercloud-appliance"
         # Hash exactly the bytes that were published: no transparent gzip.
@@ -224,6 +249,11 @@ class WebDavStore(Store):
 
     def read_bytes(self, path: str, limit: int = SMALL_FILE_LIMIT) -> bytes:
         with self._request("GET", path, ok=(200,), stream=True) as response:
+            announced = response.headers.get("Content-Length", "")
+            if announced.isdigit() and int(announced) > limit:
+                raise UntrustedStoreData(
+                    f"{self.where(path)}: {announced} bytes, larger than {limit}; refused"
+                )
             try:
                 content = response.raw.read(limit + 1, decode_content=False)
             except (urllib3.exceptions.HTTPError, OSError) as error:
@@ -413,7 +443,7 @@ class WebDavStore(Store):
 
     def _refresh_lock(self, path: str, token: str, granted: int, released: threading.Event) -> None:
         timeout = _lock_timeout()
-        with requests.Session() as session:  # Sessions are not shared across threads
+        with NoDowngradeSession() as session:  # Sessions are not shared across threads
             session.auth = self.session.auth
             session.headers.update(self.session.headers)
             # The server decides how long a lock lives: refresh well within it.
