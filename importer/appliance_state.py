@@ -61,8 +61,14 @@ def read_record(state_dir: Path) -> dict[str, Any]:
 
 
 def write_record(state_dir: Path, record: dict[str, Any]) -> None:
-    """Replace the appliance's ``import.json`` atomically."""
-    write_file_atomically(state_dir / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode())
+    """Replace the appliance's ``import.json`` atomically, readable by its owner only.
+
+    It keeps the store URL as given (``upgrade`` reads the target release
+    from the import's store), password included.
+    """
+    write_file_atomically(
+        state_dir / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode(), mode=0o600
+    )
 
 
 def record_change(

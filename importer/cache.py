@@ -111,7 +111,10 @@ class ImageCache:
         return state if isinstance(state, dict) else None
 
     def write_partial_state(self, sha256: str, state: dict[str, Any]) -> None:
-        write_file_atomically(self.partial_state_path(sha256), json.dumps(state).encode())
+        # Owner only, like every file here that may name a store or puddle URL.
+        write_file_atomically(
+            self.partial_state_path(sha256), json.dumps(state).encode(), mode=0o600
+        )
 
     def discard_partial(self, sha256: str) -> None:
         self.partial_path(sha256).unlink(missing_ok=True)
@@ -122,7 +125,9 @@ class ImageCache:
         final = self.image_path(sha256)
         partial = self.partial_path(sha256)
         os.chmod(partial, 0o444)
-        write_file_atomically(self.manifest_path(sha256), manifest_text.encode())
+        # As published; one published before manifests were redacted may
+        # still hold a puddle URL's password: owner only.
+        write_file_atomically(self.manifest_path(sha256), manifest_text.encode(), mode=0o600)
         os.replace(partial, final)
         self.partial_state_path(sha256).unlink(missing_ok=True)
         return final
