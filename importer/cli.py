@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from importer.imports import ImportOptions
     from importer.updates.offline import OfflineUpdateResult
     from importer.updates.online import OnlineUpdateResult
 
@@ -216,39 +217,41 @@ def run_update(args: argparse.Namespace) -> int:
         raise ApplianceError("update: give an appliance NAME, or --offline BUILD_DIR")
     if args.output is not None or args.install:
         raise ApplianceError("update NAME: --output and --install apply to --offline only")
-    from importer.appliance_state import check_name
+    from importer.appliance_state import appliance_lock
     from importer.updates.online import update_online
 
-    result = update_online(
-        check_name(args.name), args.puddle, args.connect, puddle_base=args.puddle_base
-    )
+    with appliance_lock(args.name, "update"):
+        result = update_online(args.name, args.puddle, args.connect, puddle_base=args.puddle_base)
     print(format_online_result(result, args.json))
     return 0
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
-    from importer.appliance_state import check_name
+    from importer.appliance_state import appliance_lock
     from importer.updates.online import upgrade_online
     from undercloud_appliance.store_layout import check_release
 
-    result = upgrade_online(
-        check_name(args.name),
-        check_release(args.to_release),
-        args.connect,
-        requested_puddle=args.puddle,
-        store_url=args.store,
-        label=args.label,
-        puddle_base=args.puddle_base,
-    )
+    check_release(args.to_release)
+    with appliance_lock(args.name, "upgrade"):
+        result = upgrade_online(
+            args.name,
+            args.to_release,
+            args.connect,
+            requested_puddle=args.puddle,
+            store_url=args.store,
+            label=args.label,
+            puddle_base=args.puddle_base,
+        )
     print(format_online_result(result, args.json))
     return 0
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    from importer.appliance_state import check_name
+    from importer.appliance_state import appliance_lock
     from importer.updates.rollback import rollback
 
-    chosen = rollback(check_name(args.name), args.connect, args.snapshot)
+    with appliance_lock(args.name, "rollback"):
+        chosen = rollback(args.name, args.connect, args.snapshot)
     print(
         f"{args.name}: rolled back to snapshot {chosen.name} "
         f"(release {chosen.release}, puddle {chosen.puddle or 'none'})"
@@ -353,9 +356,8 @@ def _positive(value: int | None, option: str) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from importer.appliance_state import check_name
-    from importer.imports import GUEST_BOOT_STEPS, ImportOptions
-    from importer.imports import run_import as import_appliance
+    from importer.appliance_state import appliance_lock, check_name
+    from importer.imports import ImportOptions
     from importer.signature import configured_fingerprint
     from undercloud_appliance.errors import ApplianceError
 
@@ -366,27 +368,34 @@ def run_import(args: argparse.Namespace) -> int:
     _positive(args.bmc_port, "--bmc-port")
     if args.nodes < 0:
         raise ApplianceError(f"--nodes {args.nodes}: must be 0 or more")
-    result = import_appliance(
-        ImportOptions(
-            name=args.name,
-            store_url=args.store_url,
-            release=args.release,
-            label=args.label,
-            build_id=args.build_id,
-            memory_mib=args.memory,
-            vcpus=args.vcpus,
-            disk_size_gib=args.disk_size,
-            ssh_key=Path(args.ssh_key) if args.ssh_key else None,
-            uri=args.connect,
-            network=args.network,
-            replace=args.replace,
-            trusted_key=configured_fingerprint(args.trusted_key),
-            boot_timeout=args.boot_timeout,
-            nodes=args.nodes,
-            provisioning_link=args.provisioning_link,
-            bmc_port=args.bmc_port,
-        )
+    options = ImportOptions(
+        name=args.name,
+        store_url=args.store_url,
+        release=args.release,
+        label=args.label,
+        build_id=args.build_id,
+        memory_mib=args.memory,
+        vcpus=args.vcpus,
+        disk_size_gib=args.disk_size,
+        ssh_key=Path(args.ssh_key) if args.ssh_key else None,
+        uri=args.connect,
+        network=args.network,
+        replace=args.replace,
+        trusted_key=configured_fingerprint(args.trusted_key),
+        boot_timeout=args.boot_timeout,
+        nodes=args.nodes,
+        provisioning_link=args.provisioning_link,
+        bmc_port=args.bmc_port,
     )
+    with appliance_lock(args.name, "import"):
+        return _import_and_smoke_test(options, smoke=not args.skip_smoke)
+
+
+def _import_and_smoke_test(options: ImportOptions, smoke: bool) -> int:
+    from importer.imports import GUEST_BOOT_STEPS
+    from importer.imports import run_import as import_appliance
+
+    result = import_appliance(options)
     record = result.record
     verb = "already imported" if result.already_imported else "imported"
     print(
@@ -404,7 +413,7 @@ def run_import(args: argparse.Namespace) -> int:
             "(in the appliance too: openstack baremetal create nodes.yaml)"
         )
     failure = None
-    if not args.skip_smoke and not result.already_imported:
+    if smoke and not result.already_imported:
         from importer.imports import smoke_test_import
 
         failure = smoke_test_import(result)
@@ -418,10 +427,12 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_destroy(args: argparse.Namespace) -> int:
-    from importer.appliance_state import destroy
+    from importer.appliance_state import appliance_lock, destroy
 
-    for removed in destroy(args.name, args.connect):
-        print(f"removed {removed}")
+    with appliance_lock(args.name, "destroy"):
+        removed = destroy(args.name, args.connect)
+    for what in removed:
+        print(f"removed {what}")
     return 0
 
 
