@@ -88,7 +88,7 @@ def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
         help="fetch an appliance and boot it under libvirt",
         description="Fetch (or reuse from the cache) a build, boot it from a qcow2 overlay "
         "under libvirt and write ssh.config and an Ansible 'hosts' inventory into the "
-        "current directory.",
+        "current directory (or --handoff-dir).",
     )
     importer.add_argument("--name", default="undercloud", help="domain and ssh host name")
     _add_build_selection(importer)
@@ -113,6 +113,13 @@ def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     importer.add_argument(
         "--replace", action="store_true", help="tear down an existing appliance of this name"
+    )
+    importer.add_argument(
+        "--handoff-dir",
+        type=Path,
+        metavar="DIR",
+        help="write ssh.config, hosts (and nodes.yaml) into DIR (default: the current "
+        "directory); a file there that undercloud-appliance did not write is never overwritten",
     )
     importer.add_argument(
         "--boot-timeout", type=float, default=600, metavar="SECONDS", help="wait for ssh this long"
@@ -357,6 +364,7 @@ def _positive(value: int | None, option: str) -> None:
 
 def run_import(args: argparse.Namespace) -> int:
     from importer.appliance_state import appliance_lock, check_name
+    from importer.handoff import check_handoff_dir
     from importer.imports import ImportOptions
     from importer.signature import configured_fingerprint
     from undercloud_appliance.errors import ApplianceError
@@ -382,6 +390,7 @@ def run_import(args: argparse.Namespace) -> int:
         network=args.network,
         replace=args.replace,
         trusted_key=configured_fingerprint(args.trusted_key),
+        handoff_dir=check_handoff_dir(args.handoff_dir or Path.cwd()),
         boot_timeout=args.boot_timeout,
         nodes=args.nodes,
         provisioning_link=args.provisioning_link,
