@@ -271,9 +271,7 @@ def test_failed_customisation_leaves_nothing_behind(
     assert not (tmp_path / "ssh.config").exists()
 
 
-def test_a_second_command_fails_while_an_import_holds_the_name(
-    libvirt_uri, env, tmp_path: Path
-) -> None:
+def test_a_second_command_fails_while_an_import_holds_the_name(libvirt_uri, env) -> None:
     """Two processes: an import stuck fetching from a store that never answers, then destroy."""
     name = appliance_name_for_test("locked")
     with socket.create_server(("127.0.0.1", 0)) as silent_store:
@@ -282,7 +280,6 @@ def test_a_second_command_fails_while_an_import_holds_the_name(
         importing = subprocess.Popen(
             [sys.executable, "-m", "undercloud_appliance_cli", "import", store_url, *options],
             env=env,
-            cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -17,6 +17,7 @@ import pytest
 
 from importer.appliance_state import ApplianceBusy, appliance_lock
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BOGUS_URI = "qemu:///system?socket=/nonexistent/libvirt-sock"
 NAME = "ua-locked"
 
@@ -25,7 +26,8 @@ NAME = "ua-locked"
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("UNDERCLOUD_APPLIANCE_STATE", str(tmp_path / "state"))
     monkeypatch.setenv("UNDERCLOUD_APPLIANCE_CACHE", str(tmp_path / "cache"))
-    return dict(os.environ)
+    # The commands run in another directory: they must still import this checkout.
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
 
 def run_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:

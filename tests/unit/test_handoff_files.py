@@ -19,6 +19,7 @@ import pytest
 from importer.handoff import SshEndpoint, inventory_text, ssh_config_text, write_handoff
 from undercloud_appliance.errors import ApplianceError
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BOGUS_URI = "qemu:///system?socket=/nonexistent/libvirt-sock"
 SYSTEM_HOSTS = "127.0.0.1 localhost\n::1 localhost ip6-localhost\n"
 USER_SSH_CONFIG = "Host build\n    HostName 10.0.0.5\n"
@@ -39,6 +40,8 @@ def run_import(tmp_path: Path, cwd: Path, *extra: str) -> subprocess.CompletedPr
         **os.environ,
         "UNDERCLOUD_APPLIANCE_STATE": str(tmp_path / "state"),
         "UNDERCLOUD_APPLIANCE_CACHE": str(tmp_path / "cache"),
+        # It runs in another directory: it must still import this checkout.
+        "PYTHONPATH": str(REPO_ROOT),
     }
     store = "file:///nonexistent"
     command = ["import", store, "--release", "debian-ci", "--name", "ua-handoff"]
