@@ -9,13 +9,12 @@ that gets past the lock fails with exit 8 instead.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from importer.appliance_state import ApplianceBusy, appliance_lock
+from tests.conftest import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOGUS_URI = "qemu:///system?socket=/nonexistent/libvirt-sock"
@@ -28,18 +27,6 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("UNDERCLOUD_APPLIANCE_CACHE", str(tmp_path / "cache"))
     # The commands run in another directory: they must still import this checkout.
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-
-
-def run_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "undercloud_appliance_cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        check=False,
-        timeout=120,
-    )
 
 
 def commands_on(name: str) -> dict[str, tuple[str, ...]]:
@@ -57,7 +44,7 @@ def test_second_command_on_a_name_fails_at_once_naming_the_holder(
 ) -> None:
     with appliance_lock(NAME, "update"):
         for command, args in commands_on(NAME).items():
-            result = run_cli(env, tmp_path, *args, "--connect", BOGUS_URI)
+            result = run_cli(*args, "--connect", BOGUS_URI, check=False, env=env, cwd=tmp_path)
             assert result.returncode == 1, (command, result.stderr)
             assert "Traceback" not in result.stderr
             assert result.stderr.count("\n") == 1, result.stderr
@@ -67,11 +54,11 @@ def test_second_command_on_a_name_fails_at_once_naming_the_holder(
             ), result.stderr
         # Other names are not blocked: these get past the lock to libvirt.
         for command, args in commands_on("ua-other").items():
-            result = run_cli(env, tmp_path, *args, "--connect", BOGUS_URI)
+            result = run_cli(*args, "--connect", BOGUS_URI, check=False, env=env, cwd=tmp_path)
             assert "busy" not in result.stderr, (command, result.stderr)
             assert result.returncode == 8, (command, result.stderr)
     # Released: the same name is free again.
-    result = run_cli(env, tmp_path, "destroy", NAME, "--connect", BOGUS_URI)
+    result = run_cli("destroy", NAME, "--connect", BOGUS_URI, check=False, env=env, cwd=tmp_path)
     assert result.returncode == 8 and "busy" not in result.stderr, result.stderr
 
 

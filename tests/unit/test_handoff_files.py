@@ -11,28 +11,19 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from importer.handoff import SshEndpoint, inventory_text, ssh_config_text, write_handoff
+from importer.handoff import inventory_text, ssh_config_text, write_handoff
+from tests.conftest import run_cli
+from tests.unit.test_importer import endpoint
 from undercloud_appliance.errors import ApplianceError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOGUS_URI = "qemu:///system?socket=/nonexistent/libvirt-sock"
 SYSTEM_HOSTS = "127.0.0.1 localhost\n::1 localhost ip6-localhost\n"
 USER_SSH_CONFIG = "Host build\n    HostName 10.0.0.5\n"
-
-
-def endpoint() -> SshEndpoint:
-    return SshEndpoint(
-        name="undercloud",
-        host="127.0.0.1",
-        port=40022,
-        identity=Path("/state/undercloud/id_ed25519"),
-        known_hosts=Path("/state/undercloud/known_hosts"),
-    )
 
 
 def run_import(tmp_path: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -45,23 +36,7 @@ def run_import(tmp_path: Path, cwd: Path, *extra: str) -> subprocess.CompletedPr
     }
     store = "file:///nonexistent"
     command = ["import", store, "--release", "debian-ci", "--name", "ua-handoff"]
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "undercloud_appliance_cli",
-            *command,
-            "--connect",
-            BOGUS_URI,
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        check=False,
-        timeout=120,
-    )
+    return run_cli(*command, "--connect", BOGUS_URI, *extra, check=False, env=env, cwd=cwd)
 
 
 def one_error_line(result: subprocess.CompletedProcess, exit_code: int) -> str:

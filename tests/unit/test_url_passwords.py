@@ -13,7 +13,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ import undercloud_appliance_cli as cli
 from builders.profiles import load_profile
 from importer.appliance_state import write_record
 from importer.cache import ImageCache
+from tests.conftest import run_cli as run_cli_as_user
 from tests.support.fake_build import fake_manifest, make_fake_build
 from tests.unit.test_cli_errors import run_with
 from undercloud_appliance.errors import NetworkError
@@ -40,14 +40,7 @@ SHOWN_BASE = "http://puddler@127.0.0.1:9/puddles"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "undercloud_appliance_cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        check=False,
-        timeout=120,
-    )
+    return run_cli_as_user(*args, check=False, env={**os.environ, **(env or {})}, timeout=120)
 
 
 @pytest.fixture
