@@ -1,10 +1,7 @@
 """Hand an imported appliance to the developer: ssh key, ssh.config, Ansible hosts.
 
 ``ssh -F ssh.config undercloud`` and ``ansible -i hosts undercloud`` work
-from the directory the import ran in (or ``--handoff-dir``).  Each file
-the import writes there starts with a comment saying so, and a file
-without it is never overwritten: run as root in /etc, ``hosts`` is
-/etc/hosts.  Host keys are accepted on first
+from the directory the import ran in.  Host keys are accepted on first
 contact (the guest makes new ones on its first boot) and remembered in the
 appliance's state directory, not in ``~/.ssh/known_hosts``.
 
@@ -32,7 +29,9 @@ log = logging.getLogger(__name__)
 SSH_CONFIG_NAME = "ssh.config"
 INVENTORY_NAME = "hosts"
 # The first line of every file the import writes into the handoff directory
-# (nodes.yaml's header says it too): what makes a file ours to replace.
+# (``--handoff-dir``, default the current one; nodes.yaml's header says it
+# too): what makes a file ours to replace.  A file without it is never
+# overwritten: run as root in /etc, ``hosts`` would be /etc/hosts.
 WRITTEN_BY = "written by undercloud-appliance import"
 HANDOFF_HEADER = "# Written by undercloud-appliance import: the next import replaces this file.\n"
 SSH_USER = "stack"
