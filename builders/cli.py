@@ -80,6 +80,7 @@ def show_command(args: argparse.Namespace) -> int:
 def validate_command(args: argparse.Namespace) -> int:
     """Print ``ok NAME`` or ``error NAME: <problem>`` per profile; fail if any failed."""
     from builders.profiles import list_profiles, load_profile, validate_profile_statically
+    from undercloud_appliance.stores.credentials import redact_urls_in_text
 
     names = args.profiles or list_profiles(args.profiles_dir)
     if not names:
@@ -90,7 +91,8 @@ def validate_command(args: argparse.Namespace) -> int:
             validate_profile_statically(load_profile(name, args.profiles_dir))
         except ProfileError as error:
             failed.append(name)
-            print(f"error {name}: {error}", flush=True)
+            # On stdout, so not through the command line's error line: redact here.
+            print(f"error {name}: {redact_urls_in_text(str(error))}", flush=True)
         else:
             print(f"ok    {name}", flush=True)
     if failed:

@@ -5,14 +5,22 @@ or ``~/.local/share/undercloud-appliance/appliances/<name>``) holding its
 qcow2 overlay, key pair, ``ssh.config``, console log and ``import.json``,
 the record of what was imported and what changed since.  ``status`` and
 ``destroy`` read and remove that state together with the libvirt domain.
+
+Commands that change an appliance (import, update, upgrade, rollback,
+destroy) hold its lock, ``appliance_lock``: a second one on the same name
+fails at once, naming the command that holds it; other names are free.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +57,52 @@ def state_dir_for(name: str) -> Path:
     return appliances_dir() / check_name(name)
 
 
+# -- one command at a time per appliance ------------------------------------------
+
+# Beside the state directories, never in one: a failed import and destroy
+# remove the state directory, and a lock on a removed file locks nothing.
+# Appliance names cannot start with ".", so this is no appliance's directory.
+LOCKS_DIR_NAME = ".locks"
+
+
+class ApplianceBusy(ApplianceError):
+    """Another command is changing the appliance."""
+
+
+@contextlib.contextmanager
+def appliance_lock(name: str, command: str) -> Iterator[None]:
+    """Hold appliance ``name``'s lock while ``command`` runs; ApplianceBusy if it is held.
+
+    Failing at once rather than waiting: an import or update takes minutes,
+    and what the second command was asked to do may no longer make sense
+    after the first.  The lock file says who holds it (command, pid, since).
+    """
+    path = appliances_dir() / LOCKS_DIR_NAME / f"{check_name(name)}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+", encoding="utf-8")
+    except OSError as error:
+        raise ApplianceError(f"{path}: cannot lock appliance {name!r}: {error.strerror}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another command"
+            raise ApplianceBusy(
+                f"appliance {name!r} is busy: {holder} holds its lock ({path}); "
+                "try again when it has finished"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{command} (pid {os.getpid()}, since {datetime.now():%H:%M:%S})\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 # -- the import record ----------------------------------------------------------
 
 
@@ -61,8 +115,14 @@ def read_record(state_dir: Path) -> dict[str, Any]:
 
 
 def write_record(state_dir: Path, record: dict[str, Any]) -> None:
-    """Replace the appliance's ``import.json`` atomically."""
-    write_file_atomically(state_dir / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode())
+    """Replace the appliance's ``import.json`` atomically, readable by its owner only.
+
+    It keeps the store URL as given (``upgrade`` reads the target release
+    from the import's store), password included.
+    """
+    write_file_atomically(
+        state_dir / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode(), mode=0o600
+    )
 
 
 def record_change(

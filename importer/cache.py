@@ -138,7 +138,10 @@ class ImageCache:
         return state if isinstance(state, dict) else None
 
     def write_partial_state(self, sha256: str, state: dict[str, Any]) -> None:
-        write_file_atomically(self.partial_state_path(sha256), json.dumps(state).encode())
+        # Owner only, like every file here that may name a store or puddle URL.
+        write_file_atomically(
+            self.partial_state_path(sha256), json.dumps(state).encode(), mode=0o600
+        )
 
     def discard_partial(self, sha256: str) -> None:
         self.partial_path(sha256).unlink(missing_ok=True)
@@ -184,7 +187,9 @@ def write_manifest_with_signature(
     if signed_sums is not None:
         for target, content in zip(signed_sums_paths(path), signed_sums, strict=True):
             write_file_atomically(target, content)
-    write_file_atomically(path, manifest_bytes)
+    # As published; one published before manifests were redacted may still
+    # hold a puddle URL's password: owner only.
+    write_file_atomically(path, manifest_bytes, mode=0o600)
 
 
 def signed_sums_paths(manifest_path: Path) -> tuple[Path, Path]:

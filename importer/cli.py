@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from importer.imports import ImportOptions
     from importer.updates.offline import OfflineUpdateResult
     from importer.updates.online import OnlineUpdateResult
 
@@ -92,7 +93,7 @@ def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
         help="fetch an appliance and boot it under libvirt",
         description="Fetch (or reuse from the cache) a build, boot it from a qcow2 overlay "
         "under libvirt and write ssh.config and an Ansible 'hosts' inventory into the "
-        "current directory.",
+        "current directory (or --handoff-dir).",
     )
     importer.add_argument("--name", default="undercloud", help="domain and ssh host name")
     _add_build_selection(importer)
@@ -117,6 +118,13 @@ def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     importer.add_argument(
         "--replace", action="store_true", help="tear down an existing appliance of this name"
+    )
+    importer.add_argument(
+        "--handoff-dir",
+        type=Path,
+        metavar="DIR",
+        help="write ssh.config, hosts (and nodes.yaml) into DIR (default: the current "
+        "directory); a file there that undercloud-appliance did not write is never overwritten",
     )
     importer.add_argument(
         "--boot-timeout", type=float, default=600, metavar="SECONDS", help="wait for ssh this long"
@@ -225,46 +233,50 @@ def run_update(args: argparse.Namespace) -> int:
         raise ApplianceError("update: give an appliance NAME, or --offline BUILD_DIR")
     if args.output is not None or args.install:
         raise ApplianceError("update NAME: --output and --install apply to --offline only")
-    from importer.appliance_state import check_name
+    from importer.appliance_state import appliance_lock, check_name
     from importer.signature import configured_fingerprint
     from importer.updates.online import update_online
 
-    result = update_online(
-        check_name(args.name),
-        args.puddle,
-        args.connect,
-        puddle_base=args.puddle_base,
-        trusted_key=configured_fingerprint(args.trusted_key),
-    )
+    with appliance_lock(check_name(args.name), "update"):
+        result = update_online(
+            args.name,
+            args.puddle,
+            args.connect,
+            puddle_base=args.puddle_base,
+            trusted_key=configured_fingerprint(args.trusted_key),
+        )
     print(format_online_result(result, args.json))
     return 0
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
-    from importer.appliance_state import check_name
+    from importer.appliance_state import appliance_lock, check_name
     from importer.signature import configured_fingerprint
     from importer.updates.online import upgrade_online
     from undercloud_appliance.store_layout import check_release
 
-    result = upgrade_online(
-        check_name(args.name),
-        check_release(args.to_release),
-        args.connect,
-        requested_puddle=args.puddle,
-        store_url=args.store,
-        label=args.label,
-        puddle_base=args.puddle_base,
-        trusted_key=configured_fingerprint(args.trusted_key),
-    )
+    check_release(args.to_release)
+    with appliance_lock(check_name(args.name), "upgrade"):
+        result = upgrade_online(
+            args.name,
+            args.to_release,
+            args.connect,
+            requested_puddle=args.puddle,
+            store_url=args.store,
+            label=args.label,
+            puddle_base=args.puddle_base,
+            trusted_key=configured_fingerprint(args.trusted_key),
+        )
     print(format_online_result(result, args.json))
     return 0
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    from importer.appliance_state import check_name
+    from importer.appliance_state import appliance_lock
     from importer.updates.rollback import rollback
 
-    chosen = rollback(check_name(args.name), args.connect, args.snapshot)
+    with appliance_lock(args.name, "rollback"):
+        chosen = rollback(args.name, args.connect, args.snapshot)
     print(
         f"{args.name}: rolled back to snapshot {chosen.name} "
         f"(release {chosen.release}, puddle {chosen.puddle or 'none'})"
@@ -369,10 +381,9 @@ def _positive(value: int | None, option: str) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from importer.appliance_state import check_name
-    from importer.handoff import APPLIANCE_CLOUDS_YAML, SSH_USER
-    from importer.imports import GUEST_BOOT_STEPS, ImportOptions
-    from importer.imports import run_import as import_appliance
+    from importer.appliance_state import appliance_lock, check_name
+    from importer.handoff import check_handoff_dir
+    from importer.imports import ImportOptions
     from importer.signature import configured_fingerprint
     from undercloud_appliance.errors import ApplianceError
 
@@ -383,27 +394,36 @@ def run_import(args: argparse.Namespace) -> int:
     _positive(args.bmc_port, "--bmc-port")
     if args.nodes < 0:
         raise ApplianceError(f"--nodes {args.nodes}: must be 0 or more")
-    result = import_appliance(
-        ImportOptions(
-            name=args.name,
-            store_url=args.store_url,
-            release=args.release,
-            label=args.label,
-            build_id=args.build_id,
-            memory_mib=args.memory,
-            vcpus=args.vcpus,
-            disk_size_gib=args.disk_size,
-            ssh_key=Path(args.ssh_key) if args.ssh_key else None,
-            uri=args.connect,
-            network=args.network,
-            replace=args.replace,
-            trusted_key=configured_fingerprint(args.trusted_key),
-            boot_timeout=args.boot_timeout,
-            nodes=args.nodes,
-            provisioning_link=args.provisioning_link,
-            bmc_port=args.bmc_port,
-        )
+    options = ImportOptions(
+        name=args.name,
+        store_url=args.store_url,
+        release=args.release,
+        label=args.label,
+        build_id=args.build_id,
+        memory_mib=args.memory,
+        vcpus=args.vcpus,
+        disk_size_gib=args.disk_size,
+        ssh_key=Path(args.ssh_key) if args.ssh_key else None,
+        uri=args.connect,
+        network=args.network,
+        replace=args.replace,
+        trusted_key=configured_fingerprint(args.trusted_key),
+        handoff_dir=check_handoff_dir(args.handoff_dir or Path.cwd()),
+        boot_timeout=args.boot_timeout,
+        nodes=args.nodes,
+        provisioning_link=args.provisioning_link,
+        bmc_port=args.bmc_port,
     )
+    with appliance_lock(args.name, "import"):
+        return _import_and_smoke_test(options, smoke=not args.skip_smoke)
+
+
+def _import_and_smoke_test(options: ImportOptions, smoke: bool) -> int:
+    from importer.handoff import APPLIANCE_CLOUDS_YAML, SSH_USER
+    from importer.imports import GUEST_BOOT_STEPS
+    from importer.imports import run_import as import_appliance
+
+    result = import_appliance(options)
     record = result.record
     verb = "already imported" if result.already_imported else "imported"
     print(
@@ -427,7 +447,7 @@ def run_import(args: argparse.Namespace) -> int:
             "(in the appliance too: openstack baremetal create nodes.yaml)"
         )
     failure = None
-    if not args.skip_smoke and not result.already_imported:
+    if smoke and not result.already_imported:
         from importer.imports import smoke_test_import
 
         failure = smoke_test_import(result)
@@ -441,10 +461,12 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_destroy(args: argparse.Namespace) -> int:
-    from importer.appliance_state import destroy
+    from importer.appliance_state import appliance_lock, destroy
 
-    for removed in destroy(args.name, args.connect):
-        print(f"removed {removed}")
+    with appliance_lock(args.name, "destroy"):
+        removed = destroy(args.name, args.connect)
+    for what in removed:
+        print(f"removed {what}")
     return 0
 
 

@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 
 SSH_CONFIG_NAME = "ssh.config"
 INVENTORY_NAME = "hosts"
+# The first line of every file the import writes into the handoff directory
+# (``--handoff-dir``, default the current one; nodes.yaml's header says it
+# too): what makes a file ours to replace.  A file without it is never
+# overwritten: run as root in /etc, ``hosts`` would be /etc/hosts.
+WRITTEN_BY = "written by undercloud-appliance import"
+HANDOFF_HEADER = "# Written by undercloud-appliance import: the next import replaces this file.\n"
 SSH_USER = "stack"
 # Where the appliance keeps its clients' credentials, in SSH_USER's home.
 APPLIANCE_CLOUDS_YAML = ".config/openstack/clouds.yaml"
@@ -170,14 +176,60 @@ def _nodes_inventory(
     return "\n[baremetal]\n" + "".join(lines)
 
 
+def check_handoff_dir(directory: Path) -> Path:
+    """``--handoff-dir``: an existing directory, made absolute (the files name each other)."""
+    absolute = Path(directory).expanduser().absolute()
+    if not absolute.is_dir():
+        raise NotFoundError(f"--handoff-dir {directory}: no such directory")
+    return absolute
+
+
+def check_overwritable(path: Path, state_root: Path) -> None:
+    """Refuse to replace ``path`` unless it is missing or undercloud-appliance wrote it.
+
+    Ours: the header's words on the first line, or (written before the
+    header existed) an ssh option naming a known_hosts in ``state_root``,
+    the appliances' state directories, which no other tool writes about.
+    """
+    try:
+        with path.open("rb") as handle:
+            text = handle.read(64 * 1024).decode(errors="replace")
+    except FileNotFoundError:
+        return  # nothing there (or a dangling symlink, which the write replaces)
+    except OSError as error:
+        raise ApplianceError(
+            f"{path}: cannot read it ({error.strerror}), so not overwriting it"
+        ) from None
+    first_line = text.partition("\n")[0]
+    if first_line.startswith("#") and WRITTEN_BY in first_line.lower():
+        return
+    if any(f"UserKnownHostsFile{sep}{state_root}/" in text for sep in (" ", "=")):
+        return
+    raise ApplianceError(
+        f"{path} exists and was not written by undercloud-appliance: not overwriting it "
+        "(move it away, or import with --handoff-dir DIR)"
+    )
+
+
+def check_handoff_files(directory: Path, names: Sequence[str], state_root: Path) -> None:
+    """Before an import changes anything: every file it will write may be written."""
+    for name in names:
+        check_overwritable(directory / name, state_root)
+
+
 def write_handoff(
     endpoint: SshEndpoint, directory: Path, nodes: Sequence[NodeEndpoint] = ()
 ) -> tuple[Path, Path]:
     """Write ``ssh.config`` and ``hosts`` into ``directory``; return their paths."""
     ssh_config = directory / SSH_CONFIG_NAME
     inventory = directory / INVENTORY_NAME
-    write_file_atomically(ssh_config, ssh_config_text(endpoint, nodes).encode())
-    write_file_atomically(inventory, inventory_text(endpoint, nodes, ssh_config).encode())
+    # The known_hosts is in the appliance's state directory, within the state root.
+    state_root = endpoint.known_hosts.parent.parent
+    check_handoff_files(directory, (SSH_CONFIG_NAME, INVENTORY_NAME), state_root)
+    write_file_atomically(ssh_config, (HANDOFF_HEADER + ssh_config_text(endpoint, nodes)).encode())
+    write_file_atomically(
+        inventory, (HANDOFF_HEADER + inventory_text(endpoint, nodes, ssh_config)).encode()
+    )
     return ssh_config, inventory
 
 

@@ -6,8 +6,10 @@ an import from the cache costs the same whatever the image's size.
 
 Importing the build that already runs under the name is a no-op that
 re-checks ssh and rewrites ``ssh.config``/``hosts``; a different build is
-refused without ``--replace``.  A failing fresh import removes the domain
-and state directory it created before the error is reported.
+refused without ``--replace``.  Those files go to ``handoff_dir``; one there
+that the tool did not write stops the import before it changes anything.
+A failing fresh import removes the domain and state directory it created
+before the error is reported.
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ from importer.cache import ImageCache
 from importer.customise import Customisation, customise_overlay
 from importer.fetch import FetchedImage, fetch_image
 from importer.handoff import (
+    INVENTORY_NAME,
     SSH_CONFIG_NAME,
     NodeEndpoint,
     SshEndpoint,
     SshKey,
+    check_handoff_files,
+    check_overwritable,
     generated_ssh_key,
     given_ssh_key,
     ssh_command,
@@ -139,6 +144,13 @@ class ImportResult:
 
 
 # -- steps that decide what to do -------------------------------------------
+
+
+def step_check_handoff_files(context: ImportContext) -> None:
+    names = [SSH_CONFIG_NAME, INVENTORY_NAME]
+    if context.options.nodes > 0:
+        names.append(virtual_nodes.NODES_FILE_NAME)
+    check_handoff_files(context.options.handoff_dir, names, context.state_dir.parent)
 
 
 def step_check_ssh_key(context: ImportContext) -> None:
@@ -466,6 +478,7 @@ def step_write_nodes_file(context: ImportContext) -> None:
         virtual_nodes.nodes_document(plan, context.node_uuids, bmc)
     ).encode()
     context.nodes_file = context.options.handoff_dir / virtual_nodes.NODES_FILE_NAME
+    check_overwritable(context.nodes_file, context.state_dir.parent)
     write_file_atomically(context.nodes_file, text, mode=0o600)
     write_file_atomically(
         virtual_nodes.nodes_dir(context.state_dir) / virtual_nodes.NODES_FILE_NAME,
@@ -509,7 +522,13 @@ def _send_to_appliance(context: ImportContext, remote: str, data: bytes, what: s
         )
 
 
-DECIDING_STEPS = (step_check_ssh_key, step_connect_libvirt, step_fetch, step_inspect_existing)
+DECIDING_STEPS = (
+    step_check_handoff_files,
+    step_check_ssh_key,
+    step_connect_libvirt,
+    step_fetch,
+    step_inspect_existing,
+)
 FRESH_IMPORT_STEPS = (
     step_prepare_layer,
     step_create_overlay,

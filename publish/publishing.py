@@ -23,7 +23,7 @@ from undercloud_appliance.errors import (
     NotFoundError,
     StoreError,
 )
-from undercloud_appliance.manifest import read_manifest
+from undercloud_appliance.manifest import dump_manifest, read_manifest
 from undercloud_appliance.retry_policies import transient_failures
 from undercloud_appliance.steps import StepRunner, StepTimings
 from undercloud_appliance.store_layout import (
@@ -39,6 +39,7 @@ from undercloud_appliance.store_layout import (
     check_release,
 )
 from undercloud_appliance.stores.base import Store
+from undercloud_appliance.stores.credentials import redact_urls_in
 from undercloud_appliance.stores.digests import Digests, HashedChunks, open_for_streaming
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,10 @@ def step_read_manifest(context: PublishContext) -> None:
     manifest_path = context.build_dir / MANIFEST_NAME
     context.manifest = read_manifest(manifest_path)
     context.manifest_bytes = manifest_path.read_bytes()
+    if redact_urls_in(context.manifest) != context.manifest:
+        # Written before manifests were redacted, or edited by hand: a URL's
+        # password is never published.
+        context.manifest_bytes = dump_manifest(context.manifest).encode()
     check_release(context.release)
     check_build_id(context.build_id)
     image_field = context.manifest["image"]

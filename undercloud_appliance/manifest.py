@@ -30,6 +30,7 @@ from typing import Any
 from undercloud_appliance.errors import ApplianceError
 from undercloud_appliance.qcow2 import virtual_size
 from undercloud_appliance.store_layout import IMAGE_NAME
+from undercloud_appliance.stores.credentials import redact_urls_in
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "undercloud-appliance-manifest"
@@ -351,9 +352,15 @@ def parse_manifest(text: str, source: str = MANIFEST_NAME) -> dict[str, Any]:
 
 
 def dump_manifest(data: dict[str, Any] | Manifest) -> str:
+    """The manifest's JSON text, URL passwords removed: it is published for anyone to read.
+
+    A puddle base URL given as ``https://user:password@host/`` is recorded as
+    ``https://user@host/``: an update of such a build gives the password
+    again with ``--puddle-base``; it never comes from the manifest.
+    """
     if isinstance(data, Manifest):
         data = data.to_dict()
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return json.dumps(redact_urls_in(data), indent=2, sort_keys=True) + "\n"
 
 
 def write_manifest(path: Path, data: dict[str, Any] | Manifest) -> None:

@@ -22,7 +22,7 @@ import requests
 
 from undercloud_appliance.errors import ApplianceError, NetworkError, NotFoundError
 from undercloud_appliance.retry_policies import transient_failures
-from undercloud_appliance.stores.credentials import describe_request_error
+from undercloud_appliance.stores.credentials import describe_request_error, redact_url
 
 TEMPLATE_FIELD = re.compile(r"\{([a-z_]+)(?:\[(\d*):(\d*)\])?\}")
 TEMPLATE_VARIABLES = frozenset({"base_url", "puddle_id", "label", "release"})
@@ -90,7 +90,7 @@ def _fetch_text(url: str) -> str:
             with open(url.removeprefix("file://"), encoding="utf-8") as handle:
                 return handle.read()
         except FileNotFoundError:
-            raise NotFoundError(f"puddle label document {url} does not exist") from None
+            raise NotFoundError(f"puddle label document {redact_url(url)} does not exist") from None
     return _fetch_http_text(url)
 
 
@@ -102,16 +102,17 @@ def _get(url: str) -> requests.Response:
 
 
 def _fetch_http_text(url: str) -> str:
+    shown = redact_url(url)
     try:
         response = _get(url)
     except requests.RequestException as error:
         raise NetworkError(
-            f"cannot reach puddle server at {url}: {describe_request_error(error)}"
+            f"cannot reach puddle server at {shown}: {describe_request_error(error)}"
         ) from None
     if response.status_code == 404:
-        raise NotFoundError(f"puddle label document {url} does not exist (HTTP 404)")
+        raise NotFoundError(f"puddle label document {shown} does not exist (HTTP 404)")
     if response.status_code >= 400:
-        raise NetworkError(f"puddle server answered HTTP {response.status_code} for {url}")
+        raise NetworkError(f"puddle server answered HTTP {response.status_code} for {shown}")
     return response.text
 
 
@@ -143,7 +144,7 @@ def resolve_puddle(puddle: Mapping[str, Any], requested: str | None, release: st
     text = _fetch_text(url)
     match = re.search(labels.get("pattern", r"(?P<id>\S+)"), text, re.MULTILINE)
     if not match or not match.groupdict().get("id"):
-        raise NotFoundError(f"puddle label {requested!r} resolves to nothing ({url})")
+        raise NotFoundError(f"puddle label {requested!r} resolves to nothing ({redact_url(url)})")
     puddle_id = match.group("id")
     if looks_like_label(puddle, puddle_id):
         raise NotFoundError(
@@ -160,15 +161,16 @@ def check_repo_exists(url: str, puddle_id: str) -> None:
     directory) is an unknown puddle, no answer is an unreachable server;
     other statuses (403 on a server without directory listings) pass.
     """
+    shown = redact_url(url)
     if url.startswith("file://"):
         if not Path(url.removeprefix("file://")).is_dir():
-            raise NotFoundError(f"puddle {puddle_id}: repository {url} does not exist")
+            raise NotFoundError(f"puddle {puddle_id}: repository {shown} does not exist")
         return
     try:
         response = _get(url.rstrip("/") + "/")
     except requests.RequestException as error:
         raise NetworkError(
-            f"puddle {puddle_id}: cannot reach {url}: {describe_request_error(error)}"
+            f"puddle {puddle_id}: cannot reach {shown}: {describe_request_error(error)}"
         ) from None
     if response.status_code == 404:
-        raise NotFoundError(f"puddle {puddle_id}: repository {url} does not exist (HTTP 404)")
+        raise NotFoundError(f"puddle {puddle_id}: repository {shown} does not exist (HTTP 404)")

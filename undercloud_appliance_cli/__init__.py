@@ -3,8 +3,11 @@
 This package is the composition root, the only code that imports
 ``builders``, ``publish`` and ``importer`` together: it asks each to register
 its subcommands and turns the project's errors into one line on stderr and a
-non-zero exit code.  It lives outside ``undercloud_appliance`` (the shared
-contracts) so that the contracts import nothing above them.
+non-zero exit code.  Every error line and log message passes through
+``redact_urls_in_text``: a store or puddle URL's password never reaches the
+terminal or a CI log, whichever module wrote the message.  This package lives
+outside ``undercloud_appliance`` (the shared contracts) so that the
+contracts import nothing above them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 
 from undercloud_appliance import __version__
 from undercloud_appliance.errors import ApplianceError
+from undercloud_appliance.stores.credentials import redact_urls_in_text
 
 PROG = "undercloud-appliance"
 
@@ -46,14 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class RedactingFormatter(logging.Formatter):
+    """Log lines without URL passwords (tracebacks with --debug included)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_urls_in_text(super().format(record))
+
+
 def configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname).1s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def print_error(text: str) -> None:
+    print(redact_urls_in_text(f"{PROG}: {text}"), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,18 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.func(args)
     except ApplianceError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print_error(f"error: {error}")
         return error.exit_code
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print_error("interrupted")
         return 130
     except Exception as error:  # the user gets one line, not a traceback
         if args.debug:
-            traceback.print_exc()
-        print(
-            f"{PROG}: internal error: {type(error).__name__}: {error} "
-            "(run with --debug for a traceback)",
-            file=sys.stderr,
+            print(redact_urls_in_text(traceback.format_exc()), end="", file=sys.stderr)
+        print_error(
+            f"internal error: {type(error).__name__}: {error} (run with --debug for a traceback)"
         )
         return 70
     return int(result or 0)

@@ -1,4 +1,8 @@
-"""``profiles show``: a resolved profile as YAML with each value's origin."""
+"""``profiles show``: a resolved profile as YAML with each value's origin.
+
+A URL's password (``puddle.base_url: https://user:password@host/``) is
+never shown: the output is for terminals, CI logs and bug reports.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +13,26 @@ import yaml
 
 from builders.profiles.loader import Profile
 from builders.profiles.settings import join_key
+from undercloud_appliance.stores.credentials import redact_urls_in
 
 COMMENT_COLUMN_LIMIT = 64
 
 
 def profile_as_json(profile: Profile) -> str:
     """``{"profile": <resolved data>, "origins": {dotted key: file:line}}``."""
-    return json.dumps({"profile": profile.data, "origins": profile.origins}, indent=2)
+    return json.dumps(
+        {"profile": redact_urls_in(profile.data), "origins": profile.origins}, indent=2
+    )
 
 
 def profile_as_yaml(profile: Profile) -> str:
     """The resolved profile as YAML; each value ends with ``# file:line``.
 
-    The output loads back (``yaml.safe_load``) to exactly ``profile.data``.
+    The output loads back (``yaml.safe_load``) to exactly ``profile.data``,
+    but for URL passwords.
     """
     lines: list[tuple[str, str | None]] = []
-    _emit_mapping(profile.data, "", "", lines, profile.origins)
+    _emit_mapping(redact_urls_in(profile.data), "", "", lines, profile.origins)
     column = min(
         max((len(text) for text, origin in lines if origin), default=0) + 2,
         COMMENT_COLUMN_LIMIT,

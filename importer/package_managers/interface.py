@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from undercloud_appliance.errors import ApplianceError
+from undercloud_appliance.stores.credentials import redact_url
 
 # A marker written at the top of every repo file this tool manages, so a
 # later update can remove the previous puddle's files (and only those).
@@ -100,11 +101,11 @@ def check_repo_url(url: str, repo_name: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in URL_SCHEMES or FORBIDDEN_IN_VALUES.search(url):
         raise PackageManagerError(
-            f"repository {repo_name!r}: url {url!r} is not a plain "
+            f"repository {repo_name!r}: url {redact_url(url)!r} is not a plain "
             f"{'/'.join(sorted(URL_SCHEMES))} URL"
         )
     if parts.scheme != "file" and not parts.hostname:
-        raise PackageManagerError(f"repository {repo_name!r}: url {url!r} has no host")
+        raise PackageManagerError(f"repository {repo_name!r}: url {redact_url(url)!r} has no host")
     return url
 
 

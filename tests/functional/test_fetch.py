@@ -216,6 +216,31 @@ def test_interrupted_fetch_resumes_with_only_the_rest(
     assert sum(server.sent.values()) < size / 100
 
 
+def test_store_password_stays_out_of_messages_and_cache_files(
+    server: StoreServer, published, cache_env
+) -> None:
+    """``http://user:password@store``: no message shows the password, no file keeps it readable."""
+    _root, release, build_id, sha = published
+    url = server.url.replace("http://", "http://reader:s3cret@")
+    size = (published[0] / image_relpath(release, build_id)).stat().st_size
+    server.cut_after = size // 3
+    env = {**cache_env, "UNDERCLOUD_APPLIANCE_FETCH_ATTEMPTS": "1"}
+    interrupted = fetch(url, release, env, "--build", build_id, check=False)
+    assert interrupted.returncode == 7, interrupted.stderr
+    assert "reader@127.0.0.1" in interrupted.stderr
+    cache = Path(env["UNDERCLOUD_APPLIANCE_CACHE"])
+    resume_state = cache / f"{sha}.partial.json"
+    assert resume_state.stat().st_mode & 0o777 == 0o600
+
+    server.cut_after = None
+    fetched = fetch(url, release, env, "--build", build_id)
+    assert (cache / f"{sha}.manifest.json").stat().st_mode & 0o777 == 0o600
+    assert "s3cret" not in interrupted.stderr + fetched.stdout + fetched.stderr
+    for path in cache.rglob("*"):
+        if path.is_file() and path.suffix != ".qcow2":
+            assert b"s3cret" not in path.read_bytes(), path
+
+
 def test_retries_resume_within_one_fetch(server: StoreServer, published, cache_env) -> None:
     _root, release, build_id, _sha = published
     size = (published[0] / image_relpath(release, build_id)).stat().st_size

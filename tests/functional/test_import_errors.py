@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -266,3 +269,42 @@ def test_failed_customisation_leaves_nothing_behind(
     cached = list(Path(env["UNDERCLOUD_APPLIANCE_CACHE"]).glob("*.qcow2"))
     assert len(cached) == 1, "the verified download stays cached"
     assert not (tmp_path / "ssh.config").exists()
+
+
+def test_a_second_command_fails_while_an_import_holds_the_name(libvirt_uri, env) -> None:
+    """Two processes: an import stuck fetching from a store that never answers, then destroy."""
+    name = appliance_name_for_test("locked")
+    with socket.create_server(("127.0.0.1", 0)) as silent_store:
+        store_url = f"http://127.0.0.1:{silent_store.getsockname()[1]}"
+        options = ["--release", "debian-ci", "--name", name, "--connect", libvirt_uri]
+        importing = subprocess.Popen(
+            [sys.executable, "-m", "undercloud_appliance_cli", "import", store_url, *options],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert importing.stderr is not None
+            for line in importing.stderr:  # the lock is taken before the first step
+                if "==> fetch" in line:
+                    break
+            else:
+                raise AssertionError(f"import exited {importing.wait()} before fetching")
+            line = one_error_line(
+                run_cli("destroy", name, "--connect", libvirt_uri, check=False, env=env), 1
+            )
+            assert f"appliance '{name}' is busy: import (pid {importing.pid}, since" in line
+            other = appliance_name_for_test("unlocked")
+            line = one_error_line(
+                run_cli("destroy", other, "--connect", libvirt_uri, check=False, env=env), 5
+            )
+            assert f"no appliance named '{other}'" in line
+        finally:
+            importing.terminate()
+            importing.wait(timeout=30)
+    # The lock went with the process that held it.
+    line = one_error_line(
+        run_cli("destroy", name, "--connect", libvirt_uri, check=False, env=env), 5
+    )
+    assert f"no appliance named '{name}'" in line

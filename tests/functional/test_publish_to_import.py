@@ -177,8 +177,13 @@ def test_signed_publish_is_imported(
 ) -> None:
     manifest = manifest_of(appliance_build)
     release, build_id = manifest["release"], manifest["build_id"]
-    cache, workdir = tmp_path / "cache", tmp_path / "work"
+    cache, workdir, handoff = tmp_path / "cache", tmp_path / "work", tmp_path / "handoff"
     workdir.mkdir()
+    handoff.mkdir()
+    # The import runs where a hosts file it did not write lives (as in /etc):
+    # --handoff-dir sends its files elsewhere, and that one stays as it was.
+    system_hosts = "127.0.0.1 localhost\n"
+    (workdir / "hosts").write_text(system_hosts)
     env = signing_keys.env(
         **store.env,
         UNDERCLOUD_APPLIANCE_CACHE=str(cache),
@@ -216,14 +221,20 @@ def test_signed_publish_is_imported(
                 str(manifest["image"]["virtual_size"] // GIB + 1),
                 # test_import.py runs the smoke commands; here the boot and ssh suffice.
                 "--skip-smoke",
+                "--handoff-dir",
+                str(handoff),
                 env=env,
                 cwd=workdir,
                 timeout=IMPORT_TIMEOUT,
             )
             print(imported.stdout, imported.stderr[-3000:])
-            assert imported.stdout.splitlines()[-1] == f"ssh -F ssh.config {name}"
+            assert imported.stdout.splitlines()[-1] == f"ssh -F {handoff / 'ssh.config'} {name}"
+            assert (workdir / "hosts").read_text() == system_hosts
+            assert sorted(path.name for path in workdir.iterdir()) == ["hosts"]
+            for written in ("ssh.config", "hosts"):
+                assert (handoff / written).read_text().startswith("# Written by undercloud-")
             release_json = ssh_output(
-                workdir, name, "cat", "/etc/undercloud-appliance/release.json"
+                handoff, name, "cat", "/etc/undercloud-appliance/release.json"
             )
             assert json.loads(release_json)["build_id"] == build_id
             record = json.loads((tmp_path / "state" / name / "import.json").read_text())

@@ -35,11 +35,15 @@ def embedded_store_root() -> Path:
 def open_store(url: str | None) -> Store:
     """The backend for ``url`` (None: the default store)."""
     url = url or default_store_url()
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # parsed on access: a bad port fails here, not deep in a backend
+    except ValueError as error:
+        raise StoreError(f"{redact_url(url)}: not a valid store URL ({error})") from None
+    scheme = parts.scheme.lower()
     if scheme == "file":
         from undercloud_appliance.stores.file import FileStore
 
-        parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise StoreError(f"{redact_url(url)}: file:// URLs cannot name a host")
         root = Path(unquote(parts.path))

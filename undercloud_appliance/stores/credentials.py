@@ -4,14 +4,18 @@ Credentials come from, in order: ``UNDERCLOUD_APPLIANCE_STORE_USER`` and
 ``UNDERCLOUD_APPLIANCE_STORE_PASSWORD``, the URL's ``user:password@``
 part, or ``~/.netrc`` (``$NETRC``).  They are never logged: everything the
 tool prints about a store goes through ``redact_url``, and HTTP failures
-through ``describe_request_error``.
+through ``describe_request_error``.  Puddle URLs may carry a password the
+same way: ``redact_urls_in_text`` and ``redact_urls_in`` apply ``redact_url``
+to every URL in a message or in a JSON-like value (a profile, a manifest).
 """
 
 from __future__ import annotations
 
 import netrc
 import os
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -20,12 +24,36 @@ USER_ENV = "UNDERCLOUD_APPLIANCE_STORE_USER"
 PASSWORD_ENV = "UNDERCLOUD_APPLIANCE_STORE_PASSWORD"
 
 
+# scheme://user:password@ -- the password runs to the authority's last "@"
+# (an unencoded "@" in it is common); the authority ends at "/", "?" or "#".
+_PASSWORD_IN_URL = re.compile(r"^(?P<start>[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#]*@")
+# A URL inside a message: up to whitespace, a quote or an angle bracket.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
 def redact_url(url: str) -> str:
-    """``url`` without a password (the user name stays: it helps debugging)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=_netloc(parts, include_password=False)))
+    """``url`` without a password (the user name stays: it helps debugging).
+
+    Works on the text, not on a parsed URL: a malformed URL (a bad port, an
+    unclosed IPv6 bracket) is redacted too, for the error that names it.
+    """
+    return _PASSWORD_IN_URL.sub(r"\g<start>@", url, count=1)
+
+
+def redact_urls_in_text(text: str) -> str:
+    """``text`` with every URL in it passed through ``redact_url``."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text)
+
+
+def redact_urls_in(value: Any) -> Any:
+    """A copy of a JSON-like ``value`` with every string passed through ``redact_urls_in_text``."""
+    if isinstance(value, str):
+        return redact_urls_in_text(value)
+    if isinstance(value, dict):
+        return {key: redact_urls_in(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_urls_in(item) for item in value]
+    return value
 
 
 def url_without_userinfo(url: str) -> str:
@@ -106,16 +134,3 @@ def _netrc_credentials(host: str) -> tuple[str, str] | None:
         return None
     login, _account, password = entry
     return (login, password or "") if login else None
-
-
-def _netloc(parts: SplitResult, include_password: bool) -> str:
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    if parts.username is None:
-        return host
-    if include_password and parts.password is not None:
-        return f"{parts.username}:{parts.password}@{host}"
-    return f"{parts.username}@{host}"
