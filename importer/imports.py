@@ -53,6 +53,12 @@ from importer.handoff import (
     wait_for_ssh,
     write_handoff,
 )
+from importer.host_keys import (
+    HostKey,
+    appliance_host_keys,
+    recorded_host_keys,
+    write_known_hosts,
+)
 from importer.smoke import first_failure, run_smoke_commands
 from undercloud_appliance.errors import ApplianceError, VirtError
 from undercloud_appliance.manifest import read_manifest, write_file_atomically
@@ -96,6 +102,7 @@ class ImportContext:
     connection: Any = None
     fetched: FetchedImage | None = None
     key: SshKey | None = None
+    host_keys: list[HostKey] | None = None
     domain: Any = None
     existing_metadata: dict[str, str] | None = None
     already_imported: bool = False
@@ -219,12 +226,14 @@ def step_prepare_layer(context: ImportContext) -> None:
     if context.key is None:
         context.generated_key = not has_generated_key(context.state_dir)
         context.key = generated_ssh_key(context.state_dir)
+    context.host_keys = appliance_host_keys(context.state_dir)
     cache = context.options.cache or ImageCache.default()
     grow_to = grow_to_bytes(context)
     customisation = Customisation(
         hostname=context.options.name,
         authorized_key=context.key.public_text(),
         grow_root=grow_to is not None,
+        host_keys=tuple(context.host_keys),
     )
     context.layer = cache.layer_path(fetched.sha256, layer_key(customisation, grow_to))
     with cache.locked(fetched.sha256):
@@ -237,7 +246,8 @@ def step_prepare_layer(context: ImportContext) -> None:
         try:
             _create_qcow2(temporary, fetched.image_path, grow_to)
             report = customise_overlay(temporary, customisation)
-            os.chmod(temporary, 0o444)
+            # It holds the appliance's private host keys: the owner's only.
+            os.chmod(temporary, 0o400)
             os.replace(temporary, context.layer)
         finally:
             temporary.unlink(missing_ok=True)
@@ -245,9 +255,14 @@ def step_prepare_layer(context: ImportContext) -> None:
 
 
 def layer_key(customisation: Customisation, grow_to: int | None) -> str:
-    """What makes two layers interchangeable: key, hostname, disk size."""
+    """What makes two layers interchangeable: key, hostname, disk size, host keys."""
     text = "\n".join(
-        (customisation.authorized_key.strip(), customisation.hostname, str(grow_to or 0))
+        (
+            customisation.authorized_key.strip(),
+            customisation.hostname,
+            str(grow_to or 0),
+            *(key.public_key() for key in customisation.host_keys),
+        )
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -402,6 +417,7 @@ def step_wait_for_address(context: ImportContext) -> None:
 
 def step_wait_for_ssh(context: ImportContext) -> None:
     assert context.key is not None and context.address is not None
+    pin_host_keys(context)
     context.ssh_config = context.state_dir / SSH_CONFIG_NAME
     write_file_atomically(context.ssh_config, ssh_config_text(endpoint(context)).encode())
     try:
@@ -413,6 +429,32 @@ def step_wait_for_ssh(context: ImportContext) -> None:
         )
     except VirtError as error:
         raise VirtError(f"{error}; {console_tail(context)}") from None
+
+
+def pin_host_keys(context: ImportContext) -> None:
+    """known_hosts for the appliance's address and port now, before ssh first connects.
+
+    Rewritten by every import (a fresh import with user networking gets a
+    new port) from the host keys in the state directory.
+    """
+    assert context.address is not None
+    keys = context.host_keys or recorded_host_keys(context.state_dir)
+    if keys is not None:
+        write_known_hosts(context.known_hosts, context.address, context.ssh_port, keys)
+        return
+    # Imported by a version that let ssh learn the key on first use.
+    if not context.known_hosts.is_file():
+        raise ApplianceError(
+            f"appliance {context.options.name!r} has no host keys in {context.state_dir} and no "
+            f"{context.known_hosts}: nothing to check its ssh host key against; "
+            "import it again with --replace"
+        )
+    log.warning(
+        "appliance %s was imported before host keys were pinned: %s holds the key ssh "
+        "learnt on first use; --replace pins keys made here",
+        context.options.name,
+        context.known_hosts,
+    )
 
 
 def step_write_handoff(context: ImportContext) -> None:
