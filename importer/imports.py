@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from importer import libvirt_domain, virtual_bmc, virtual_nodes
+from importer import libvirt_domain, qemu_access, virtual_bmc, virtual_nodes
 from importer.appliance_state import (
     CONSOLE_LOG_NAME,
     KNOWN_HOSTS_NAME,
@@ -93,6 +93,7 @@ class ImportOptions:
     nodes: int = 0
     provisioning_link: str = "auto"
     bmc_port: int | None = None
+    qemu_user: str = libvirt_domain.QEMU_USER_LIBVIRT
 
 
 @dataclass
@@ -246,7 +247,8 @@ def step_prepare_layer(context: ImportContext) -> None:
         try:
             _create_qcow2(temporary, fetched.image_path, grow_to)
             report = customise_overlay(temporary, customisation)
-            # It holds the appliance's private host keys: the owner's only.
+            # It holds the appliance's private host keys: the owner's only
+            # (libvirt's qemu user is let in by step_grant_qemu_access).
             os.chmod(temporary, 0o400)
             os.replace(temporary, context.layer)
         finally:
@@ -324,7 +326,9 @@ def _define_nodes_and_start_bmc(context: ImportContext) -> None:
     """Define the plan's nodes (those missing) and start their emulator (if it is not running)."""
     plan = context.nodes_plan
     assert plan is not None
-    context.node_uuids = virtual_nodes.define_nodes(context.connection, context.state_dir, plan)
+    context.node_uuids = virtual_nodes.define_nodes(
+        context.connection, context.state_dir, plan, context.options.qemu_user
+    )
     listen, guest = bmc_addresses(context)
     context.bmc = virtual_bmc.start(
         context.state_dir,
@@ -346,6 +350,24 @@ def bmc_addresses(context: ImportContext) -> tuple[str, str]:
     return gateway, gateway
 
 
+def step_grant_qemu_access(context: ImportContext) -> None:
+    """libvirt's qemu user may reach the state directory and read the backing images."""
+    if context.options.qemu_user != libvirt_domain.QEMU_USER_LIBVIRT:
+        return
+    identity = libvirt_domain.qemu_process_identity(context.connection)
+    if identity is None or identity[0] in (0, os.getuid()):
+        return  # qemu runs as root by libvirt's own configuration, or as us (qemu:///session)
+    fetched = context.fetched
+    assert fetched is not None and context.layer is not None
+    directories = [context.state_dir, context.layer.parent, fetched.image_path.parent]
+    nodes_dir = virtual_nodes.nodes_dir(context.state_dir)
+    if nodes_dir.is_dir():
+        directories.append(nodes_dir)
+    qemu_access.grant_qemu_access(
+        *identity, directories=directories, readable=[context.layer, fetched.image_path]
+    )
+
+
 def step_define_and_start(context: ImportContext) -> None:
     options, fetched = context.options, context.fetched
     assert fetched is not None
@@ -363,6 +385,8 @@ def step_define_and_start(context: ImportContext) -> None:
             console_log=context.state_dir / CONSOLE_LOG_NAME,
             metadata=domain_metadata(context),
             provisioning=context.nodes_plan.appliance_nic() if context.nodes_plan else None,
+            backing_chain=(context.layer, fetched.image_path) if context.layer else (),
+            qemu_user=options.qemu_user,
         ),
     )
     context.created_domain = True
@@ -555,6 +579,7 @@ FRESH_IMPORT_STEPS = (
     step_prepare_layer,
     step_create_overlay,
     step_create_virtual_nodes,
+    step_grant_qemu_access,
     step_define_and_start,
     step_wait_for_address,
     step_wait_for_ssh,

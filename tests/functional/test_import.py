@@ -165,6 +165,20 @@ def ssh_options(workdir: Path, name: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in effective.splitlines() if " " in line)
 
 
+def check_qemu_is_unprivileged(uri: str, name: str, cached_image: Path, layer: Path) -> None:
+    """qemu runs as libvirt's qemu user, and libvirt left the shared cache's owner alone."""
+    pid = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text())
+    process = os.stat(f"/proc/{pid}")
+    print(f"qemu runs as uid {process.st_uid}, gid {process.st_gid}")
+    assert process.st_uid != 0, "qemu must not run as root"
+    identity = libvirt_domain.qemu_process_identity(libvirt_domain.connect(uri))
+    assert (process.st_uid, process.st_gid) == identity
+    for backing in (cached_image, layer):
+        assert backing.stat().st_uid == os.getuid(), f"{backing} was chowned"
+        assert backing.stat().st_mode & 0o222 == 0
+    assert layer.stat().st_mode & 0o007 == 0, "the layer holds private host keys"
+
+
 # Run in the appliance as the appliance user, the README's "After import: deploy
 # a node" commands; {node} is the node's name.
 DEPLOY_COMMANDS = {
@@ -329,6 +343,7 @@ def test_import_ssh_status_reimport_replace_destroy(
             cached_image = Path(record["image"])
             assert overlay.is_file() and cached_image.is_file()
             assert cached_image.stat().st_mode & 0o222 == 0
+            check_qemu_is_unprivileged(uri, name, cached_image, Path(record["layer"]))
             pinned = check_host_keys_are_pinned(workdir, name, tmp_path / "state" / name)
             assert any(host_key in key for key in pinned)
 

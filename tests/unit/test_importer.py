@@ -55,7 +55,7 @@ def spec(network: str, port: int | None = None) -> libvirt_domain.DomainSpec:
     )
 
 
-def test_domain_xml_user_network_forwards_ssh_and_runs_qemu_as_us() -> None:
+def test_domain_xml_user_network_forwards_ssh_and_runs_qemu_as_libvirts_user() -> None:
     root = ET.fromstring(libvirt_domain.domain_xml(spec("user", 40022)))
     assert root.get("type") == libvirt_domain_type()
     assert root.findtext("memory") == "2048" and root.find("memory").get("unit") == "MiB"
@@ -65,10 +65,36 @@ def test_domain_xml_user_network_forwards_ssh_and_runs_qemu_as_us() -> None:
     args = [arg.get("value") for arg in root.iter(f"{QEMU}arg")]
     assert "user,id=un0,hostfwd=tcp:127.0.0.1:40022-:22" in args
     assert "virtio-net-pci,netdev=un0,addr=0x10" in args
-    assert root.findtext("seclabel/label") == f"+{os.getuid()}:+{os.getgid()}"
-    assert root.find("seclabel").get("relabel") == "no"
+    # libvirt's default dynamic DAC label: qemu as libvirt's qemu user, never as us (root).
+    assert root.find("seclabel") is None
     log = root.find("devices/serial/log")
     assert log.get("file") == "/state/undercloud/console.log"
+
+
+def test_domain_xml_names_the_backing_chain_and_never_relabels_it() -> None:
+    chain = (Path("/cache/layers/a-b.qcow2"), Path("/cache/a.qcow2"))
+    root = ET.fromstring(
+        libvirt_domain.domain_xml(dataclasses.replace(spec("user", 40022), backing_chain=chain))
+    )
+    backing = root.find("devices/disk/backingStore")
+    seen = []
+    while backing is not None and backing.find("source") is not None:
+        source = backing.find("source")
+        seen.append(Path(source.get("file")))
+        assert backing.find("format").get("type") == "qcow2"
+        assert source.find("seclabel").get("relabel") == "no"
+        backing = backing.find("backingStore")
+    assert seen == list(chain)
+    assert backing is not None and len(backing) == 0, "the chain ends with an empty backingStore"
+
+
+def test_domain_xml_runs_qemu_as_the_importer_only_when_asked() -> None:
+    asked = dataclasses.replace(spec("default"), qemu_user=libvirt_domain.QEMU_USER_IMPORTER)
+    root = ET.fromstring(libvirt_domain.domain_xml(asked))
+    assert root.findtext("seclabel/label") == f"+{os.getuid()}:+{os.getgid()}"
+    assert root.find("seclabel").get("relabel") == "no"
+    with pytest.raises(ApplianceError, match="qemu user 'nobody'"):
+        libvirt_domain.domain_xml(dataclasses.replace(spec("default"), qemu_user="nobody"))
 
 
 def test_domain_xml_default_network_and_metadata_round_trip() -> None:
