@@ -2,8 +2,9 @@
 
 Each appliance has a state directory (``$UNDERCLOUD_APPLIANCE_STATE/<name>``
 or ``~/.local/share/undercloud-appliance/appliances/<name>``) holding its
-qcow2 overlay, key pair, ``ssh.config``, console log and ``import.json``,
-the record of what was imported and what changed since.  ``status`` and
+qcow2 overlay, key pair, host keys, ``known_hosts``, ``ssh.config``,
+console log and ``import.json``, the record of what was imported and what
+changed since.  ``status`` and
 ``destroy`` read and remove that state together with the libvirt domain.
 
 Commands that change an appliance (import, update, upgrade, rollback,
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from importer import libvirt_domain, virtual_bmc, virtual_nodes
+from importer.host_keys import HOST_KEYS_DIR_NAME
 from undercloud_appliance.errors import ApplianceError, NotFoundError, VirtError
 from undercloud_appliance.manifest import write_file_atomically
 
@@ -34,6 +36,9 @@ OVERLAY_NAME = "overlay.qcow2"
 CONSOLE_LOG_NAME = "console.log"
 KNOWN_HOSTS_NAME = "known_hosts"
 KEY_FILES = ("id_ed25519", "id_ed25519.pub")
+# What the state directory keeps across destroy and --replace: the client key
+# pair and the appliance's host keys (see clear_state).
+KEPT_NAMES = (*KEY_FILES, HOST_KEYS_DIR_NAME)
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 
 
@@ -156,21 +161,21 @@ def has_generated_key(state_dir: Path) -> bool:
 
 
 def has_appliance_state(state_dir: Path) -> bool:
-    """Whether anything but the key pair is left in the state directory."""
-    return state_dir.is_dir() and any(p.name not in KEY_FILES for p in state_dir.iterdir())
+    """Whether anything but the key pairs is left in the state directory."""
+    return state_dir.is_dir() and any(p.name not in KEPT_NAMES for p in state_dir.iterdir())
 
 
 def clear_state(state_dir: Path, keep_key: bool = True) -> None:
-    """Remove overlay, record, console log, known_hosts...; keep the generated key pair.
+    """Remove overlay, record, console log, known_hosts...; keep the key pairs.
 
-    Keeping the key lets the next import of this name reuse the customised
-    layer in the cache.  The guest makes new host keys on its first boot, so
-    known_hosts must go.
+    Keeping the client key pair and the host keys lets the next import of
+    this name reuse the customised layer in the cache (it holds both); that
+    import writes known_hosts again from the same host keys.
     """
     if not state_dir.is_dir():
         return
     for path in state_dir.iterdir():
-        if keep_key and path.name in KEY_FILES:
+        if keep_key and path.name in KEPT_NAMES:
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -223,7 +228,7 @@ def destroy(name: str, uri: str) -> list[str]:
     if domain is not None:
         removed.append(f"domain {name}")
     if has_appliance_state(state_dir):
-        removed.append(f"{state_dir} (overlay and state; the key pair stays)")
+        removed.append(f"{state_dir} (overlay and state; the key pairs stay)")
     return teardown(connection, domain, state_dir) + removed
 
 

@@ -156,6 +156,14 @@ def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="PORT",
         help="port of the nodes' BMC emulator (default: a free one)",
     )
+    importer.add_argument(
+        "--qemu-user",
+        choices=("libvirt", "importer"),
+        default="libvirt",
+        help="libvirt: qemu runs as libvirt's unprivileged qemu user (libvirt-qemu), "
+        "let into the cache and state directories by ACL entries; importer: qemu runs as "
+        "the importing user (root when root imports), nothing is relabelled",
+    )
     importer.set_defaults(func=run_import)
 
     destroy = subparsers.add_parser(
@@ -413,6 +421,7 @@ def run_import(args: argparse.Namespace) -> int:
         nodes=args.nodes,
         provisioning_link=args.provisioning_link,
         bmc_port=args.bmc_port,
+        qemu_user=args.qemu_user,
     )
     with appliance_lock(args.name, "import"):
         return _import_and_smoke_test(options, smoke=not args.skip_smoke)

@@ -1,7 +1,9 @@
 """Customise a qcow2 layer over the cached image with libguestfs (never the image).
 
 One guestfs launch does everything: inject the ssh public key for ``stack``
-and ``root``, set the hostname, empty ``/etc/machine-id`` (systemd then
+and ``root``, install the appliance's ssh host keys (importer.host_keys:
+made on this host and pinned in its known_hosts), set the hostname, empty
+``/etc/machine-id`` (systemd then
 makes a fresh one on the first boot of every appliance booted from the
 layer; pass ``machine_id`` to write a fixed one instead) and, when the layer
 was resized larger than the image, grow the root partition and its
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from importer.host_keys import HostKey
 from undercloud_appliance.errors import ApplianceError
 from undercloud_appliance.hypervisor import open_guestfs
 
@@ -29,6 +32,7 @@ class Customisation:
     authorized_key: str
     grow_root: bool = False
     machine_id: str | None = None
+    host_keys: tuple[HostKey, ...] = ()
 
 
 @dataclass
@@ -51,6 +55,7 @@ def customise_overlay(overlay: Path, customisation: Customisation) -> CustomiseR
         _mount_filesystems(handle, root)
         for user in SSH_USERS:
             _authorize_key(handle, user, customisation.authorized_key)
+        _install_host_keys(handle, customisation.host_keys)
         _set_hostname(handle, customisation.hostname)
         machine_id = customisation.machine_id
         handle.write("/etc/machine-id", f"{machine_id}\n" if machine_id else "")
@@ -102,6 +107,29 @@ def _authorize_key(handle: Any, user: str, public_key: str) -> None:
     handle.chmod(0o600, keys_file)
     handle.chown(uid, gid, ssh_dir)
     handle.chown(uid, gid, keys_file)
+
+
+# cloud-init's ssh module deletes and remakes host keys on an instance's
+# first boot; where the image has cloud-init, it must keep the pinned ones.
+CLOUD_INIT_KEEP_HOST_KEYS = "/etc/cloud/cloud.cfg.d/90-undercloud-appliance-host-keys.cfg"
+
+
+def _install_host_keys(handle: Any, host_keys: tuple[HostKey, ...]) -> None:
+    """The pinned host keys, and no others, as sshd wants them: root's, private 0600."""
+    if not host_keys:
+        return
+    handle.mkdir_p("/etc/ssh")
+    for stale in handle.glob_expand("/etc/ssh/ssh_host_*"):
+        handle.rm_f(stale)
+    for key in host_keys:
+        handle.upload(str(key.private), key.guest_private_path)
+        handle.upload(str(key.public), key.guest_public_path)
+        handle.chown(0, 0, key.guest_private_path)
+        handle.chown(0, 0, key.guest_public_path)
+        handle.chmod(0o600, key.guest_private_path)
+        handle.chmod(0o644, key.guest_public_path)
+    if handle.is_dir("/etc/cloud/cloud.cfg.d"):
+        handle.write(CLOUD_INIT_KEEP_HOST_KEYS, "ssh_deletekeys: false\nssh_genkeytypes: []\n")
 
 
 def _set_hostname(handle: Any, hostname: str) -> None:

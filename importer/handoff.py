@@ -1,9 +1,11 @@
 """Hand an imported appliance to the developer: ssh key, ssh.config, Ansible hosts.
 
 ``ssh -F ssh.config undercloud`` and ``ansible -i hosts undercloud`` work
-from the directory the import ran in.  Host keys are accepted on first
-contact (the guest makes new ones on its first boot) and remembered in the
-appliance's state directory, not in ``~/.ssh/known_hosts``.
+from the directory the import ran in.  Both check the appliance's host key
+against the ``known_hosts`` in its state directory (not
+``~/.ssh/known_hosts``), which the importer wrote from the host keys it
+made for the appliance (importer.host_keys): ``StrictHostKeyChecking yes``,
+nothing is trusted on first use.
 
 Virtual baremetal nodes (``import --nodes``) are in both files too, reached
 through the appliance (``ProxyJump``): ``ssh -F ssh.config <node>`` works
@@ -20,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from undercloud_appliance.errors import ApplianceError, NotFoundError, VirtError
+from undercloud_appliance.errors import ApplianceError, ChecksumError, NotFoundError, VirtError
 from undercloud_appliance.manifest import write_file_atomically
 from undercloud_appliance.retry_policies import poll_until
 
@@ -37,6 +39,8 @@ HANDOFF_HEADER = "# Written by undercloud-appliance import: the next import repl
 SSH_USER = "stack"
 # Where the appliance keeps its clients' credentials, in SSH_USER's home.
 APPLIANCE_CLOUDS_YAML = ".config/openstack/clouds.yaml"
+# What ssh prints when the host key is unknown or not the pinned one.
+HOST_KEY_REFUSED = "Host key verification failed"
 # The deploy image's cloud-style first boot (glean) authorises the config
 # drive's keys for root.
 NODE_SSH_USER = "root"
@@ -136,7 +140,7 @@ def ssh_config_text(endpoint: SshEndpoint, nodes: Sequence[NodeEndpoint] = ()) -
         f"    User {SSH_USER}\n"
         f"    IdentityFile {endpoint.identity}\n"
         "    IdentitiesOnly yes\n"
-        "    StrictHostKeyChecking accept-new\n"
+        "    StrictHostKeyChecking yes\n"
         f"    UserKnownHostsFile {endpoint.known_hosts}\n"
         "    LogLevel ERROR\n"
     ) + "".join(f"\n{_node_ssh_config(endpoint, node)}" for node in nodes)
@@ -145,9 +149,7 @@ def ssh_config_text(endpoint: SshEndpoint, nodes: Sequence[NodeEndpoint] = ()) -
 def inventory_text(
     endpoint: SshEndpoint, nodes: Sequence[NodeEndpoint] = (), ssh_config: Path | None = None
 ) -> str:
-    common_args = (
-        f"-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={endpoint.known_hosts}"
-    )
+    common_args = f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={endpoint.known_hosts}"
     return (
         "[undercloud]\n"
         f"{endpoint.name} ansible_host={endpoint.host} ansible_port={endpoint.port} "
@@ -264,6 +266,12 @@ def wait_for_ssh(
             check=False,
         )
         if result.returncode != 0:
+            if HOST_KEY_REFUSED in result.stderr:
+                # Not a guest still booting: its key is not the pinned one.  No retry.
+                raise ChecksumError(
+                    f"{name}: the appliance's ssh host key is not the one pinned in the "
+                    f"known_hosts that {ssh_config} names: refusing to connect"
+                )
             raise ConnectionError(result.stderr.strip().splitlines()[-1:] or "ssh failed")
 
     try:

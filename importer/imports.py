@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from importer import libvirt_domain, virtual_bmc, virtual_nodes
+from importer import libvirt_domain, qemu_access, virtual_bmc, virtual_nodes
 from importer.appliance_state import (
     CONSOLE_LOG_NAME,
     KNOWN_HOSTS_NAME,
@@ -57,6 +57,12 @@ from importer.handoff import (
     ssh_config_text,
     wait_for_ssh,
     write_handoff,
+)
+from importer.host_keys import (
+    HostKey,
+    appliance_host_keys,
+    recorded_host_keys,
+    write_known_hosts,
 )
 from importer.published_build import read_cached_manifest
 from importer.smoke import first_failure, run_smoke_commands
@@ -93,6 +99,7 @@ class ImportOptions:
     nodes: int = 0
     provisioning_link: str = "auto"
     bmc_port: int | None = None
+    qemu_user: str = libvirt_domain.QEMU_USER_LIBVIRT
 
 
 @dataclass
@@ -102,6 +109,7 @@ class ImportContext:
     connection: Any = None
     fetched: FetchedImage | None = None
     key: SshKey | None = None
+    host_keys: list[HostKey] | None = None
     domain: Any = None
     existing_metadata: dict[str, str] | None = None
     already_imported: bool = False
@@ -232,12 +240,14 @@ def step_prepare_layer(context: ImportContext) -> None:
     if context.key is None:
         context.generated_key = not has_generated_key(context.state_dir)
         context.key = generated_ssh_key(context.state_dir)
+    context.host_keys = appliance_host_keys(context.state_dir)
     cache = context.options.cache or ImageCache.default()
     grow_to = grow_to_bytes(context)
     customisation = Customisation(
         hostname=context.options.name,
         authorized_key=context.key.public_text(),
         grow_root=grow_to is not None,
+        host_keys=tuple(context.host_keys),
     )
     context.layer = cache.layer_path(fetched.sha256, layer_key(customisation, grow_to))
     with cache.locked(fetched.sha256):
@@ -250,7 +260,9 @@ def step_prepare_layer(context: ImportContext) -> None:
         try:
             _create_qcow2(temporary, fetched.image_path, grow_to)
             report = customise_overlay(temporary, customisation)
-            os.chmod(temporary, 0o444)
+            # It holds the appliance's private host keys: the owner's only
+            # (libvirt's qemu user is let in by step_grant_qemu_access).
+            os.chmod(temporary, 0o400)
             os.replace(temporary, context.layer)
         finally:
             temporary.unlink(missing_ok=True)
@@ -258,9 +270,14 @@ def step_prepare_layer(context: ImportContext) -> None:
 
 
 def layer_key(customisation: Customisation, grow_to: int | None) -> str:
-    """What makes two layers interchangeable: key, hostname, disk size."""
+    """What makes two layers interchangeable: key, hostname, disk size, host keys."""
     text = "\n".join(
-        (customisation.authorized_key.strip(), customisation.hostname, str(grow_to or 0))
+        (
+            customisation.authorized_key.strip(),
+            customisation.hostname,
+            str(grow_to or 0),
+            *(key.public_key() for key in customisation.host_keys),
+        )
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -322,7 +339,9 @@ def _define_nodes_and_start_bmc(context: ImportContext) -> None:
     """Define the plan's nodes (those missing) and start their emulator (if it is not running)."""
     plan = context.nodes_plan
     assert plan is not None
-    context.node_uuids = virtual_nodes.define_nodes(context.connection, context.state_dir, plan)
+    context.node_uuids = virtual_nodes.define_nodes(
+        context.connection, context.state_dir, plan, context.options.qemu_user
+    )
     listen, guest = bmc_addresses(context)
     context.bmc = virtual_bmc.start(
         context.state_dir,
@@ -344,6 +363,24 @@ def bmc_addresses(context: ImportContext) -> tuple[str, str]:
     return gateway, gateway
 
 
+def step_grant_qemu_access(context: ImportContext) -> None:
+    """libvirt's qemu user may reach the state directory and read the backing images."""
+    if context.options.qemu_user != libvirt_domain.QEMU_USER_LIBVIRT:
+        return
+    identity = libvirt_domain.qemu_process_identity(context.connection)
+    if identity is None or identity[0] in (0, os.getuid()):
+        return  # qemu runs as root by libvirt's own configuration, or as us (qemu:///session)
+    fetched = context.fetched
+    assert fetched is not None and context.layer is not None
+    directories = [context.state_dir, context.layer.parent, fetched.image_path.parent]
+    nodes_dir = virtual_nodes.nodes_dir(context.state_dir)
+    if nodes_dir.is_dir():
+        directories.append(nodes_dir)
+    qemu_access.grant_qemu_access(
+        *identity, directories=directories, readable=[context.layer, fetched.image_path]
+    )
+
+
 def step_define_and_start(context: ImportContext) -> None:
     options, fetched = context.options, context.fetched
     assert fetched is not None
@@ -361,6 +398,8 @@ def step_define_and_start(context: ImportContext) -> None:
             console_log=context.state_dir / CONSOLE_LOG_NAME,
             metadata=domain_metadata(context),
             provisioning=context.nodes_plan.appliance_nic() if context.nodes_plan else None,
+            backing_chain=(context.layer, fetched.image_path) if context.layer else (),
+            qemu_user=options.qemu_user,
         ),
     )
     context.created_domain = True
@@ -415,6 +454,7 @@ def step_wait_for_address(context: ImportContext) -> None:
 
 def step_wait_for_ssh(context: ImportContext) -> None:
     assert context.key is not None and context.address is not None
+    pin_host_keys(context)
     context.ssh_config = context.state_dir / SSH_CONFIG_NAME
     write_file_atomically(context.ssh_config, ssh_config_text(endpoint(context)).encode())
     try:
@@ -426,6 +466,32 @@ def step_wait_for_ssh(context: ImportContext) -> None:
         )
     except VirtError as error:
         raise VirtError(f"{error}; {console_tail(context)}") from None
+
+
+def pin_host_keys(context: ImportContext) -> None:
+    """known_hosts for the appliance's address and port now, before ssh first connects.
+
+    Rewritten by every import (a fresh import with user networking gets a
+    new port) from the host keys in the state directory.
+    """
+    assert context.address is not None
+    keys = context.host_keys or recorded_host_keys(context.state_dir)
+    if keys is not None:
+        write_known_hosts(context.known_hosts, context.address, context.ssh_port, keys)
+        return
+    # Imported by a version that let ssh learn the key on first use.
+    if not context.known_hosts.is_file():
+        raise ApplianceError(
+            f"appliance {context.options.name!r} has no host keys in {context.state_dir} and no "
+            f"{context.known_hosts}: nothing to check its ssh host key against; "
+            "import it again with --replace"
+        )
+    log.warning(
+        "appliance %s was imported before host keys were pinned: %s holds the key ssh "
+        "learnt on first use; --replace pins keys made here",
+        context.options.name,
+        context.known_hosts,
+    )
 
 
 def step_write_handoff(context: ImportContext) -> None:
@@ -533,6 +599,7 @@ FRESH_IMPORT_STEPS = (
     step_prepare_layer,
     step_create_overlay,
     step_create_virtual_nodes,
+    step_grant_qemu_access,
     step_define_and_start,
     step_wait_for_address,
     step_wait_for_ssh,

@@ -1,8 +1,12 @@
 """Every libvirt call of the importer: connection, domain XML, lifecycle, metadata, snapshots.
 
-The domain runs qemu as the importing user (a static DAC label, no
-relabelling), so it reads the cached image and the overlay where they are,
-under the user's home, without libvirt chowning them.  Import metadata is
+qemu runs as libvirt's own unprivileged user (``libvirt-qemu`` on Debian;
+libvirt's default dynamic DAC label), never as root: libvirt chowns the
+overlay to that user while the domain runs and back afterwards, and leaves
+the read-only backing images (the customised layer, the cached image) as
+they are: importer.qemu_access lets that user read them instead.
+``--qemu-user importer`` (``QEMU_USER_IMPORTER``) asks for the old way: qemu
+as the importing user, nothing relabelled.  Import metadata is
 kept in the domain's ``<metadata>`` under ``METADATA_NAMESPACE``: a domain
 without it was not created by this tool and is never touched.
 """
@@ -30,6 +34,10 @@ METADATA_NAMESPACE = "https://undercloud-appliance.invalid/import/1"
 METADATA_PREFIX = "ua"
 QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
 NETWORK_MODES = ("default", "user")
+# Whom qemu runs as: libvirt's qemu user (dynamic DAC), or the importing user.
+QEMU_USER_LIBVIRT = "libvirt"
+QEMU_USER_IMPORTER = "importer"
+QEMU_USERS = (QEMU_USER_LIBVIRT, QEMU_USER_IMPORTER)
 
 
 def _libvirt() -> Any:
@@ -111,6 +119,10 @@ class DomainSpec:
     console_log: Path
     metadata: dict[str, str]
     provisioning: ProvisioningNic | None = None
+    # The read-only images under the overlay, nearest first (the customised
+    # layer, the cached image); libvirt is told them rather than probing.
+    backing_chain: tuple[Path, ...] = ()
+    qemu_user: str = QEMU_USER_LIBVIRT
 
 
 @dataclass(frozen=True)
@@ -124,6 +136,7 @@ class NodeSpec:
     nic: ProvisioningNic
     console_log: Path
     appliance: str
+    qemu_user: str = QEMU_USER_LIBVIRT
 
 
 def metadata_xml(values: dict[str, str]) -> str:
@@ -149,10 +162,30 @@ def _platform_xml() -> str:
   <on_crash>destroy</on_crash>"""
 
 
-def _disk_and_console_xml(disk: Path, console_log: Path, append_log: bool) -> str:
+def _backing_chain_xml(backing_chain: tuple[Path, ...]) -> str:
+    """The backing images, never relabelled: they are shared by other appliances.
+
+    With dynamic DAC, libvirt would chown every image of the chain to its
+    qemu user for good (it restores the owner of the top image only), and
+    that user could then make the verified cached image writable.
+    """
+    if not backing_chain:
+        return ""
+    opened = "".join(
+        f"<backingStore type='file'><format type='qcow2'/><source file={quoteattr(str(path))}>"
+        "<seclabel model='dac' relabel='no'/></source>"
+        for path in backing_chain
+    )
+    return opened + "<backingStore/>" + "</backingStore>" * len(backing_chain)
+
+
+def _disk_and_console_xml(
+    disk: Path, console_log: Path, append_log: bool, backing_chain: tuple[Path, ...] = ()
+) -> str:
     return f"""<disk type='file' device='disk'>
       <driver name='qemu' type='qcow2' discard='unmap'/>
       <source file={quoteattr(str(disk))}/>
+      {_backing_chain_xml(backing_chain)}
       <target dev='vda' bus='virtio'/>
     </disk>
     <serial type='pty'>
@@ -162,10 +195,32 @@ def _disk_and_console_xml(disk: Path, console_log: Path, append_log: bool) -> st
     <console type='pty'><target type='serial' port='0'/></console>"""
 
 
-def _run_as_us_xml() -> str:
-    """qemu runs as the importing user and relabels nothing (see the module docstring)."""
+def _seclabel_xml(qemu_user: str) -> str:
+    """Whom qemu runs as (see the module docstring): libvirt's default, or the importing user."""
+    if qemu_user not in QEMU_USERS:
+        raise VirtError(f"qemu user {qemu_user!r}: use one of {', '.join(QEMU_USERS)}")
+    if qemu_user == QEMU_USER_LIBVIRT:
+        return ""
     label = f"+{os.getuid()}:+{os.getgid()}"
     return f"<seclabel type='static' model='dac' relabel='no'><label>{label}</label></seclabel>"
+
+
+def qemu_process_identity(connection: Any) -> tuple[int, int] | None:
+    """The uid and gid libvirt runs qemu as with its default DAC label (None: no DAC driver)."""
+    libvirt = _libvirt()
+    try:
+        root = ET.fromstring(connection.getCapabilities())
+    except libvirt.libvirtError as error:
+        raise VirtError(f"cannot read libvirt's capabilities: {_message(error)}") from None
+    for model in root.iterfind("host/secmodel"):
+        if model.findtext("model") != "dac":
+            continue
+        for label in model.iterfind("baselabel"):
+            if label.get("type") == libvirt_domain_type():
+                uid, _, gid = (label.text or "").replace("+", "").partition(":")
+                if uid.isdigit() and gid.isdigit():
+                    return int(uid), int(gid)
+    return None
 
 
 def domain_xml(spec: DomainSpec) -> str:
@@ -197,13 +252,13 @@ def domain_xml(spec: DomainSpec) -> str:
   <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>
   {_platform_xml()}
   <devices>
-    {_disk_and_console_xml(spec.overlay, spec.console_log, append_log=False)}
+    {_disk_and_console_xml(spec.overlay, spec.console_log, False, spec.backing_chain)}
     {interface}
     {spec.provisioning.xml(PROVISIONING_PCI_SLOT) if spec.provisioning else ""}
     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
     <memballoon model='none'/>
   </devices>
-  {_run_as_us_xml()}
+  {_seclabel_xml(spec.qemu_user)}
   {qemu_commandline}
 </domain>
 """
@@ -227,7 +282,7 @@ def node_xml(spec: NodeSpec) -> str:
     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
     <memballoon model='none'/>
   </devices>
-  {_run_as_us_xml()}
+  {_seclabel_xml(spec.qemu_user)}
 </domain>
 """
 
@@ -363,7 +418,10 @@ def define_and_start(connection: Any, spec: DomainSpec) -> Any:
     except libvirt.libvirtError as error:
         with contextlib.suppress(libvirt.libvirtError):
             domain.undefine()
-        raise VirtError(f"cannot start domain {spec.name!r}: {_message(error)}") from None
+        message = _message(error)
+        if "Permission denied" in message and spec.qemu_user == QEMU_USER_LIBVIRT:
+            message += " (libvirt's qemu user cannot open it; or import with --qemu-user importer)"
+        raise VirtError(f"cannot start domain {spec.name!r}: {message}") from None
     return domain
 
 

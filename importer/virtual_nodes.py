@@ -222,7 +222,12 @@ def plan_nodes(
     )
 
 
-def define_nodes(connection: Any, state_dir: Path, plan: NodesPlan) -> list[str]:
+def define_nodes(
+    connection: Any,
+    state_dir: Path,
+    plan: NodesPlan,
+    qemu_user: str = libvirt_domain.QEMU_USER_LIBVIRT,
+) -> list[str]:
     """Define every node domain (disks made here), powered off; return their UUIDs."""
     directory = nodes_dir(state_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -250,6 +255,7 @@ def define_nodes(connection: Any, state_dir: Path, plan: NodesPlan) -> list[str]
                 nic=plan.node_nic(index),
                 console_log=directory / f"{name}.console.log",
                 appliance=plan.appliance,
+                qemu_user=qemu_user,
             ),
         )
         uuids.append(domain.UUIDString())

@@ -108,6 +108,77 @@ def check_virtual_node(
     return node["name"]
 
 
+def check_host_keys_are_pinned(workdir: Path, name: str, state_dir: Path) -> list[str]:
+    """The guest's host keys are the ones the importer made and pinned; no other is accepted.
+
+    Returns the pinned keys (``algorithm base64``).
+    """
+    made = sorted(
+        " ".join(path.read_text().split()[:2]) for path in (state_dir / "host-keys").glob("*.pub")
+    )
+    assert len(made) == 3, made
+    in_guest = ssh_output(workdir, name, "cat /etc/ssh/ssh_host_*_key.pub").splitlines()
+    assert sorted(" ".join(line.split()[:2]) for line in in_guest) == made
+
+    options = ssh_options(workdir, name)
+    assert options["stricthostkeychecking"] == "true", "never trust a host key on first use"
+    assert options["userknownhostsfile"] == str(state_dir / "known_hosts")
+    port = int(options["port"])
+    pattern = options["hostname"] if port == 22 else f"[{options['hostname']}]:{port}"
+    known = (state_dir / "known_hosts").read_text().splitlines()
+    assert sorted(line.split(" ", 1)[1] for line in known) == made
+    assert all(line.split(" ", 1)[0] == pattern for line in known), known
+
+    def ssh_with(known_hosts: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ssh", "-F", "ssh.config", "-o", "BatchMode=yes",
+             "-o", f"UserKnownHostsFile={known_hosts}", name, "true"],
+            cwd=workdir, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    unknown = ssh_with("/dev/null")
+    assert unknown.returncode != 0 and "Host key verification failed" in unknown.stderr, (
+        "an unknown host key is refused, not learnt"
+    )
+    other_key = workdir / "other_host_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True
+    )
+    wrong = workdir / "wrong_known_hosts"
+    algorithm, key = (workdir / "other_host_key.pub").read_text().split()[:2]
+    wrong.write_text(f"{pattern} {algorithm} {key}\n")
+    mismatch = ssh_with(str(wrong))
+    assert mismatch.returncode != 0 and "Host key verification failed" in mismatch.stderr, (
+        "a host key that is not the pinned one is refused"
+    )
+    for leftover in (other_key, other_key.with_suffix(".pub"), wrong):
+        leftover.unlink()
+    return made
+
+
+def ssh_options(workdir: Path, name: str) -> dict[str, str]:
+    """What OpenSSH makes of ``ssh -F ssh.config NAME`` (``ssh -G``)."""
+    effective = subprocess.run(
+        ["ssh", "-F", "ssh.config", "-G", name],
+        cwd=workdir, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return dict(line.split(" ", 1) for line in effective.splitlines() if " " in line)
+
+
+def check_qemu_is_unprivileged(uri: str, name: str, cached_image: Path, layer: Path) -> None:
+    """qemu runs as libvirt's qemu user, and libvirt left the shared cache's owner alone."""
+    pid = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text())
+    process = os.stat(f"/proc/{pid}")
+    print(f"qemu runs as uid {process.st_uid}, gid {process.st_gid}")
+    assert process.st_uid != 0, "qemu must not run as root"
+    identity = libvirt_domain.qemu_process_identity(libvirt_domain.connect(uri))
+    assert (process.st_uid, process.st_gid) == identity
+    for backing in (cached_image, layer):
+        assert backing.stat().st_uid == os.getuid(), f"{backing} was chowned"
+        assert backing.stat().st_mode & 0o222 == 0
+    assert layer.stat().st_mode & 0o007 == 0, "the layer holds private host keys"
+
+
 # Run in the appliance as the appliance user, the README's "After import: deploy
 # a node" commands; {node} is the node's name.
 DEPLOY_COMMANDS = {
@@ -318,10 +389,14 @@ def test_import_ssh_status_reimport_replace_destroy(
             assert status["sha256"] == manifest["image"]["sha256"]
             record = json.loads((tmp_path / "state" / name / "import.json").read_text())
             print(f"import timings: {record['timings']}")
+            print(f"guest boot: {record['guest_boot_seconds']} s")
             overlay = Path(record["overlay"])
             cached_image = Path(record["image"])
             assert overlay.is_file() and cached_image.is_file()
             assert cached_image.stat().st_mode & 0o222 == 0
+            check_qemu_is_unprivileged(uri, name, cached_image, Path(record["layer"]))
+            pinned = check_host_keys_are_pinned(workdir, name, tmp_path / "state" / name)
+            assert any(host_key in key for key in pinned)
 
             node = check_virtual_node(workdir, name, uri, env, manifest)
             node_disk = overlay.parent / "nodes" / f"{node}.qcow2"
@@ -352,8 +427,9 @@ def test_import_ssh_status_reimport_replace_destroy(
             )
 
             # --replace: torn down (the node and its BMC emulator too) and imported
-            # afresh from the cached layer; the guest makes new host keys and a new
-            # machine-id, ssh still works.  The smoke test ran on the first import.
+            # afresh from the cached layer, which holds the appliance's host keys:
+            # the same keys, pinned again (user networking: at a new port), and a
+            # new machine-id.  The smoke test ran on the first import.
             replaced = run_cli(
                 "import",
                 *common,
@@ -374,9 +450,11 @@ def test_import_ssh_status_reimport_replace_destroy(
                 workdir, name, f"cat /etc/machine-id; cut -d' ' -f2 {HOST_KEY}"
             ).split()
             assert len(new_machine_id) == 32 and new_machine_id != machine_id
-            assert new_host_key != host_key, "every boot of the image makes its own host keys"
-            # ... and its own passwords and Keystone keys (undercloud-identity): the
-            # first copy's admin password and token mean nothing to this one.
+            assert new_host_key == host_key, "the appliance keeps its pinned host keys"
+            assert check_host_keys_are_pinned(workdir, name, tmp_path / "state" / name) == pinned
+            # ... but a fresh disk makes its own passwords and Keystone keys
+            # (undercloud-identity): the first copy's admin password and token
+            # mean nothing to this one.
             identity = keystone_identity(workdir, name, old=first_identity)
             assert identity["password"] != first_identity["password"]
             assert identity["clouds_yaml"]

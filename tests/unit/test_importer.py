@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shlex
@@ -23,6 +24,13 @@ from importer.handoff import (
     given_ssh_key,
     inventory_text,
     ssh_config_text,
+)
+from importer.host_keys import (
+    appliance_host_keys,
+    host_keys_dir,
+    known_hosts_pattern,
+    recorded_host_keys,
+    write_known_hosts,
 )
 from importer.imports import ImportContext, ImportOptions, grow_to_bytes, layer_key
 from importer.signature import normalise_fingerprint, signature_problem, signing_fingerprints
@@ -53,7 +61,7 @@ def spec(network: str, port: int | None = None) -> libvirt_domain.DomainSpec:
     )
 
 
-def test_domain_xml_user_network_forwards_ssh_and_runs_qemu_as_us() -> None:
+def test_domain_xml_user_network_forwards_ssh_and_runs_qemu_as_libvirts_user() -> None:
     root = ET.fromstring(libvirt_domain.domain_xml(spec("user", 40022)))
     assert root.get("type") == libvirt_domain_type()
     assert root.findtext("memory") == "2048" and root.find("memory").get("unit") == "MiB"
@@ -63,10 +71,36 @@ def test_domain_xml_user_network_forwards_ssh_and_runs_qemu_as_us() -> None:
     args = [arg.get("value") for arg in root.iter(f"{QEMU}arg")]
     assert "user,id=un0,hostfwd=tcp:127.0.0.1:40022-:22" in args
     assert "virtio-net-pci,netdev=un0,addr=0x10" in args
-    assert root.findtext("seclabel/label") == f"+{os.getuid()}:+{os.getgid()}"
-    assert root.find("seclabel").get("relabel") == "no"
+    # libvirt's default dynamic DAC label: qemu as libvirt's qemu user, never as us (root).
+    assert root.find("seclabel") is None
     log = root.find("devices/serial/log")
     assert log.get("file") == "/state/undercloud/console.log"
+
+
+def test_domain_xml_names_the_backing_chain_and_never_relabels_it() -> None:
+    chain = (Path("/cache/layers/a-b.qcow2"), Path("/cache/a.qcow2"))
+    root = ET.fromstring(
+        libvirt_domain.domain_xml(dataclasses.replace(spec("user", 40022), backing_chain=chain))
+    )
+    backing = root.find("devices/disk/backingStore")
+    seen = []
+    while backing is not None and backing.find("source") is not None:
+        source = backing.find("source")
+        seen.append(Path(source.get("file")))
+        assert backing.find("format").get("type") == "qcow2"
+        assert source.find("seclabel").get("relabel") == "no"
+        backing = backing.find("backingStore")
+    assert seen == list(chain)
+    assert backing is not None and len(backing) == 0, "the chain ends with an empty backingStore"
+
+
+def test_domain_xml_runs_qemu_as_the_importer_only_when_asked() -> None:
+    asked = dataclasses.replace(spec("default"), qemu_user=libvirt_domain.QEMU_USER_IMPORTER)
+    root = ET.fromstring(libvirt_domain.domain_xml(asked))
+    assert root.findtext("seclabel/label") == f"+{os.getuid()}:+{os.getgid()}"
+    assert root.find("seclabel").get("relabel") == "no"
+    with pytest.raises(ApplianceError, match="qemu user 'nobody'"):
+        libvirt_domain.domain_xml(dataclasses.replace(spec("default"), qemu_user="nobody"))
 
 
 def test_domain_xml_default_network_and_metadata_round_trip() -> None:
@@ -105,7 +139,7 @@ def test_ssh_config_names_everything_ssh_needs() -> None:
     assert settings["HostName"] == "127.0.0.1" and settings["Port"] == "40022"
     assert settings["User"] == "stack"
     assert settings["IdentityFile"] == "/state/undercloud/id_ed25519"
-    assert settings["StrictHostKeyChecking"] == "accept-new"
+    assert settings["StrictHostKeyChecking"] == "yes", "never trust a host key on first use"
     assert settings["UserKnownHostsFile"] == "/state/undercloud/known_hosts"
 
 
@@ -117,9 +151,9 @@ def test_inventory_is_an_ansible_ini_group() -> None:
     variables = dict(word.split("=", 1) for word in words[1:])
     assert variables["ansible_host"] == "127.0.0.1" and variables["ansible_port"] == "40022"
     assert variables["ansible_user"] == "stack"
-    assert (
-        "UserKnownHostsFile=/state/undercloud/known_hosts" in variables["ansible_ssh_common_args"]
-    )
+    common_args = variables["ansible_ssh_common_args"].split()
+    assert "UserKnownHostsFile=/state/undercloud/known_hosts" in common_args
+    assert "StrictHostKeyChecking=yes" in common_args
 
 
 def test_nodes_are_reached_through_the_appliance_in_both_files(tmp_path: Path) -> None:
@@ -281,6 +315,40 @@ def test_content_range_must_start_where_the_partial_ends() -> None:
     assert not _range_starts_at(SimpleNamespace(headers={}), 100)  # type: ignore[arg-type]
 
 
+def test_host_keys_are_made_once_private_and_pinned_as_ssh_looks_them_up(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "undercloud"
+    keys = appliance_host_keys(state)
+    assert [key.key_type for key in keys] == ["ed25519", "ecdsa", "rsa"]
+    assert host_keys_dir(state).stat().st_mode & 0o777 == 0o700
+    for key in keys:
+        assert key.private.stat().st_mode & 0o777 == 0o600
+        assert key.guest_private_path == f"/etc/ssh/ssh_host_{key.key_type}_key"
+        assert key.guest_public_path == f"/etc/ssh/ssh_host_{key.key_type}_key.pub"
+    assert appliance_host_keys(state) == keys == recorded_host_keys(state)
+    first = [key.public_key() for key in keys]
+    assert [key.public_key() for key in appliance_host_keys(state)] == first, "made once"
+    keys[1].public.unlink()
+    assert recorded_host_keys(state) is None, "a pair made in part is not a set"
+    assert [key.public_key() for key in appliance_host_keys(state)] != first, "made again"
+
+    # OpenSSH itself finds the pinned keys under the names ssh.config makes it look up.
+    known_hosts = tmp_path / "known_hosts"
+    write_known_hosts(known_hosts, "127.0.0.1", 40022, keys)
+    assert known_hosts.stat().st_mode & 0o777 == 0o600
+    for host, port in (("127.0.0.1", 40022), ("192.168.122.5", 22)):
+        write_known_hosts(known_hosts, host, port, keys)
+        lookup = known_hosts_pattern(host, port)
+        found = subprocess.run(
+            ["ssh-keygen", "-F", lookup, "-f", str(known_hosts)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert sum(key.public_key() in found for key in keys) == 3
+    assert known_hosts_pattern("127.0.0.1", 40022) == "[127.0.0.1]:40022"
+    assert known_hosts_pattern("192.168.122.5", 22) == "192.168.122.5"
+
+
 def test_layer_key_changes_with_key_hostname_and_size() -> None:
     base = Customisation(hostname="undercloud", authorized_key="ssh-ed25519 AAAA a")
     key = layer_key(base, None)
@@ -294,14 +362,26 @@ def test_layer_key_changes_with_key_hostname_and_size() -> None:
     assert key not in others and len(others) == 3
 
 
-def test_clear_state_keeps_only_the_generated_key_pair(tmp_path: Path) -> None:
+def test_layer_key_changes_with_the_host_keys(tmp_path: Path) -> None:
+    """A layer holds the appliance's host keys: another appliance's keys, another layer."""
+    ours = tuple(appliance_host_keys(tmp_path / "a"))
+    theirs = tuple(appliance_host_keys(tmp_path / "b"))
+    base = Customisation("undercloud", "ssh-ed25519 AAAA a", host_keys=ours)
+    assert layer_key(base, None) == layer_key(dataclasses.replace(base), None)
+    assert layer_key(base, None) != layer_key(dataclasses.replace(base, host_keys=theirs), None)
+    assert layer_key(base, None) != layer_key(dataclasses.replace(base, host_keys=()), None)
+
+
+def test_clear_state_keeps_only_the_key_pairs(tmp_path: Path) -> None:
     state = tmp_path / "undercloud"
     state.mkdir()
     for name in ("id_ed25519", "id_ed25519.pub", "overlay.qcow2", "import.json", "known_hosts"):
         (state / name).write_text(name)
+    appliance_host_keys(state)
     assert has_appliance_state(state)
     clear_state(state)
-    assert sorted(p.name for p in state.iterdir()) == ["id_ed25519", "id_ed25519.pub"]
+    assert sorted(p.name for p in state.iterdir()) == ["host-keys", "id_ed25519", "id_ed25519.pub"]
+    assert recorded_host_keys(state) is not None, "the next import pins the same host keys"
     assert not has_appliance_state(state)
     clear_state(state, keep_key=False)
     assert not state.exists(), "an empty state directory is removed"
