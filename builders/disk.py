@@ -22,6 +22,7 @@ from undercloud_appliance.errors import BuildError
 from undercloud_appliance.guest_packages import installed_package_versions
 from undercloud_appliance.hypervisor import open_guestfs
 from undercloud_appliance.retry_policies import transient_failures
+from undercloud_appliance.sealed_secrets import seal_secrets
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,6 @@ SEAL_GLOBS = (
     "/tmp/*",
     "/var/tmp/*",
 )
-# Secrets every appliance must make for itself, listed by the element that
-# makes them: "remove GLOB" deletes, "blank GLOB" empties every password
-# setting (INI "password = ...", YAML "password: ...") in the files.
-SEALED_SECRETS_LIST = "/usr/share/undercloud-appliance/sealed-secrets"
-PASSWORD_SETTING = re.compile(r"^(\s*password\s*[=:])[^\n]*$", re.MULTILINE)
 # Logs kept as empty files: services expect them to exist.
 SEAL_TRUNCATE_GLOBS = ("/var/log/*.log", "/var/log/*/*.log", "/var/log/wtmp", "/var/log/lastlog")
 
@@ -160,34 +156,7 @@ def _seal(handle: Any, user: str) -> None:
         for path in handle.glob_expand(pattern):
             if handle.is_file(path, followsymlinks=False):
                 handle.truncate(path)
-    _seal_secrets(handle)
-
-
-def _seal_secrets(handle: Any) -> None:
-    """Take out the secrets SEALED_SECRETS_LIST names: the published image holds none.
-
-    Each appliance makes its own on its first boot (the element's
-    undercloud-identity); a build that shared its own would let anyone who
-    can download the image read them, and every copy accept the others' tokens.
-    """
-    if not handle.is_file(SEALED_SECRETS_LIST):
-        return
-    for number, line in enumerate(handle.cat(SEALED_SECRETS_LIST).splitlines(), 1):
-        words = line.split()
-        if not words or words[0].startswith("#"):
-            continue
-        if len(words) != 2 or words[0] not in ("remove", "blank"):
-            raise BuildError(
-                f"{SEALED_SECRETS_LIST}:{number}: expected 'remove GLOB' or 'blank GLOB', "
-                f"got {line.strip()!r}"
-            )
-        action, pattern = words
-        for path in handle.glob_expand(pattern):
-            if action == "remove":
-                handle.rm_rf(path)
-            elif handle.is_file(path, followsymlinks=False):
-                handle.write(path, PASSWORD_SETTING.sub(r"\1", handle.cat(path)))
-            log.debug("sealed secret: %s %s", action, path)
+    seal_secrets(handle)
 
 
 @contextlib.contextmanager

@@ -69,6 +69,7 @@ from undercloud_appliance.manifest import (
     write_manifest,
 )
 from undercloud_appliance.qcow2 import convert_to_qcow2
+from undercloud_appliance.sealed_secrets import seal_secrets
 from undercloud_appliance.steps import StepRunner
 
 log = logging.getLogger(__name__)
@@ -357,6 +358,18 @@ def step_record_update(context: OfflineUpdateContext) -> None:
     )
 
 
+def step_seal_secrets(context: OfflineUpdateContext) -> None:
+    """The new build holds no secret either: what the update made is taken out.
+
+    The update commands (undercloud-setup) make passwords and keys when the
+    sealed input has none; every appliance imported from the new build makes
+    its own on its first boot, as from the input.
+    """
+    sealed = seal_secrets(context.guest)
+    if sealed:
+        context.note(f"secrets taken out (made again on each first boot): {', '.join(sealed)}")
+
+
 def step_close_image(context: OfflineUpdateContext) -> None:
     guest = context.guest
     for mountpoint in context.mountpoints:
@@ -464,6 +477,7 @@ OFFLINE_UPDATE_STEPS = (
     step_upgrade_packages,
     step_run_update_commands,
     step_record_update,
+    step_seal_secrets,
     step_close_image,
     step_write_image,
     step_write_manifest,

@@ -43,6 +43,8 @@ from undercloud_appliance.store_layout import check_build_id
 
 pytestmark = pytest.mark.slow
 
+PROBE_SECRET_FILE = f"/etc/undercloud-appliance/{PROBE_PACKAGE}-password"
+
 
 @dataclass
 class UpdatedBuild:
@@ -90,6 +92,7 @@ def p2_image_files(p2_build: UpdatedBuild) -> Iterator[dict[str, str | None]]:
             "/etc/apt/sources.list.d/undercloud-puddle.list",
             "/usr/sbin/policy-rc.d",
             f"/var/log/undercloud-appliance/update-{P2}.log",
+            PROBE_SECRET_FILE,
         ]
         yield {
             path: guest.read_file(path).decode() if guest.is_file(path) else None for path in paths
@@ -167,6 +170,9 @@ def test_updated_image_holds_new_files_history_and_real_repo_url(
     assert f"deb [trusted=yes] {puddle_site.url}/{P2} ./" in sources
     assert P1 not in sources and "169.254.2.2" not in sources
     assert p2_image_files["/usr/sbin/policy-rc.d"] is None
+    # P2's probe made a password, as undercloud-setup does in an update: the
+    # seal took it out again (every appliance makes its own on first boot).
+    assert p2_image_files[PROBE_SECRET_FILE] is None, "the updated build holds a secret"
     assert "undercloud-probe (2.0)" in (
         p2_image_files[f"/var/log/undercloud-appliance/update-{P2}.log"] or ""
     )

@@ -62,6 +62,9 @@ class TestPackage:
     version: str
     depends: tuple[str, ...] = ()
     postinst_exit: int = 0
+    # The postinst makes /etc/undercloud-appliance/<name>-password, as an
+    # update's undercloud-setup makes passwords: an updated build must not keep it.
+    makes_secret: bool = False
 
     def __post_init__(self) -> None:
         if not PACKAGE_NAME.match(self.name):
@@ -85,7 +88,7 @@ class PuddleSpec:
 
 DEFAULT_PUDDLES: tuple[PuddleSpec, ...] = (
     PuddleSpec(P1, (TestPackage(PROBE_PACKAGE, "1.0"),)),
-    PuddleSpec(P2, (TestPackage(PROBE_PACKAGE, "2.0"),)),
+    PuddleSpec(P2, (TestPackage(PROBE_PACKAGE, "2.0", makes_secret=True),)),
     PuddleSpec(
         P3_BROKEN,
         (
@@ -132,6 +135,13 @@ def build_deb(package: TestPackage, output_dir: Path) -> Path:
         postinst.write_text(
             "#!/bin/sh\n"
             f'echo "{package.name} {package.version} postinst $1"\n'
+            + (
+                "mkdir -p /etc/undercloud-appliance\n"
+                f"(umask 077; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' "
+                f"> /etc/undercloud-appliance/{package.name}-password)\n"
+                if package.makes_secret
+                else ""
+            )
             + (
                 f'echo "{package.name}: simulated postinst failure" >&2\n'
                 f"exit {package.postinst_exit}\n"
