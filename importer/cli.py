@@ -24,13 +24,13 @@ def _add_build_selection(parser: argparse.ArgumentParser) -> None:
     _add_trusted_key(parser)
 
 
-def _add_trusted_key(parser: argparse.ArgumentParser, default: str = "") -> None:
+def _add_trusted_key(parser: argparse.ArgumentParser, otherwise: str = "") -> None:
     parser.add_argument(
         "--trusted-key",
         metavar="FPR",
         help="require SHA256SUMS.sig signed by this GPG key fingerprint, covering the "
-        f"image, manifest.json and BUILD_ID (default: {default}"
-        "$UNDERCLOUD_APPLIANCE_TRUSTED_KEY)",
+        "image, manifest.json and BUILD_ID (default: $UNDERCLOUD_APPLIANCE_TRUSTED_KEY"
+        f"{otherwise})",
     )
 
 
@@ -194,7 +194,7 @@ def register_update_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     update.add_argument("name", metavar="NAME", nargs="?", help="imported appliance")
     add_offline_update_arguments(update)
-    _add_trusted_key(update, default="the key the appliance was imported with, or ")
+    _add_trusted_key(update, otherwise=", else the key the appliance was imported with")
     update.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
     update.set_defaults(func=run_update)
 
@@ -214,7 +214,7 @@ def register_update_commands(subparsers: argparse._SubParsersAction) -> None:
         "--puddle", default="latest", metavar="ID|LABEL", help="target puddle (default: latest)"
     )
     upgrade.add_argument("--puddle-base", metavar="URL", help="puddle base URL override")
-    _add_trusted_key(upgrade, default="the key the appliance was imported with, or ")
+    _add_trusted_key(upgrade, otherwise=", else the key the appliance was imported with")
     upgrade.add_argument("--json", action="store_true", help="print the result as JSON")
     upgrade.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
     upgrade.set_defaults(func=run_upgrade)
