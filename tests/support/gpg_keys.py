@@ -11,15 +11,22 @@ def gnupg_env(home: Path) -> dict[str, str]:
     return {**os.environ, "GNUPGHOME": str(home)}
 
 
-def make_signing_key(home: Path, user_id: str, expires: str = "1d") -> str:
-    """Make an ed25519 signing key without passphrase in ``home``; return its fingerprint."""
+def make_signing_key(
+    home: Path, user_id: str, expires: str = "1d", made_at: str | None = None
+) -> str:
+    """Make an ed25519 signing key without passphrase in ``home``; return its fingerprint.
+
+    ``made_at`` (gpg's ``--faked-system-time``) backdates it.
+    """
     env = gnupg_env(home)
+    backdate = ["--faked-system-time", made_at] if made_at else []
     subprocess.run(
         [
             "gpg",
             "--batch",
             "--passphrase",
             "",
+            *backdate,
             "--quick-generate-key",
             user_id,
             "ed25519",
@@ -75,37 +82,7 @@ def sign_detached(home: Path, path: Path, key: str, at: str | None = None) -> Pa
 def make_expired_signing_key(home: Path, user_id: str) -> tuple[str, str]:
     """A key that was made in 2020 and expired a day later: (fingerprint, a time
     within its life to sign at)."""
-    env = gnupg_env(home)
-    subprocess.run(
-        [
-            "gpg",
-            "--batch",
-            "--passphrase",
-            "",
-            "--faked-system-time",
-            "20200101T000000!",
-            "--quick-generate-key",
-            user_id,
-            "ed25519",
-            "sign",
-            "1d",
-        ],
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=60,
-    )
-    listing = subprocess.run(
-        ["gpg", "--batch", "--with-colons", "--list-keys", user_id],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    ).stdout
-    fingerprint = next(
-        line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr")
-    )
-    return fingerprint, "20200101T010000"
+    return make_signing_key(home, user_id, "1d", made_at="20200101T000000!"), "20200101T010000"
 
 
 def revoke_key(home: Path, fingerprint: str) -> None:
