@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,6 +88,16 @@ def run_fetch(args: argparse.Namespace) -> int:
 DEFAULT_URI = "qemu:///system"
 
 
+def _add_connect(parser: argparse.ArgumentParser) -> None:
+    # virsh's own variable: the walk-throughs run unchanged against another libvirtd.
+    parser.add_argument(
+        "--connect",
+        default=os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI,
+        metavar="URI",
+        help=f"libvirt URI (default: $LIBVIRT_DEFAULT_URI, else {DEFAULT_URI})",
+    )
+
+
 def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
     importer = subparsers.add_parser(
         "import",
@@ -108,7 +119,7 @@ def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
         help="private key (FILE.pub beside it) or public key to authorise for stack and root "
         "(default: a key pair made in the appliance's state directory)",
     )
-    importer.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
+    _add_connect(importer)
     importer.add_argument(
         "--network",
         choices=("default", "user"),
@@ -171,12 +182,12 @@ def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
         help="remove an imported appliance (domain and overlay; the cache stays)",
     )
     destroy.add_argument("name", metavar="NAME")
-    destroy.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
+    _add_connect(destroy)
     destroy.set_defaults(func=run_destroy)
 
     status = subparsers.add_parser("status", help="show an imported appliance")
     status.add_argument("name", metavar="NAME")
-    status.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
+    _add_connect(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=run_status)
 
@@ -194,8 +205,9 @@ def register_update_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     update.add_argument("name", metavar="NAME", nargs="?", help="imported appliance")
     add_offline_update_arguments(update)
+    _add_puddle_dir(update)
     _add_trusted_key(update, otherwise=", else the key the appliance was imported with")
-    update.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
+    _add_connect(update)
     update.set_defaults(func=run_update)
 
     upgrade = subparsers.add_parser(
@@ -214,9 +226,10 @@ def register_update_commands(subparsers: argparse._SubParsersAction) -> None:
         "--puddle", default="latest", metavar="ID|LABEL", help="target puddle (default: latest)"
     )
     upgrade.add_argument("--puddle-base", metavar="URL", help="puddle base URL override")
+    _add_puddle_dir(upgrade)
     _add_trusted_key(upgrade, otherwise=", else the key the appliance was imported with")
     upgrade.add_argument("--json", action="store_true", help="print the result as JSON")
-    upgrade.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
+    _add_connect(upgrade)
     upgrade.set_defaults(func=run_upgrade)
 
     rollback = subparsers.add_parser(
@@ -224,8 +237,25 @@ def register_update_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     rollback.add_argument("name", metavar="NAME")
     rollback.add_argument("--snapshot", metavar="SNAPSHOT", help="snapshot name (see status)")
-    rollback.add_argument("--connect", default=DEFAULT_URI, metavar="URI", help="libvirt URI")
+    _add_connect(rollback)
     rollback.set_defaults(func=run_rollback)
+
+
+def _add_puddle_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--puddle-dir",
+        metavar="DIR",
+        type=Path,
+        help="a local puddle tree (what --puddle-base would point at), served where the "
+        "appliance reaches this host for the length of the update",
+    )
+
+
+def _check_puddle_source(args: argparse.Namespace) -> None:
+    from undercloud_appliance.errors import ApplianceError
+
+    if args.puddle_dir is not None and args.puddle_base is not None:
+        raise ApplianceError("give --puddle-dir DIR or --puddle-base URL, not both")
 
 
 def run_update(args: argparse.Namespace) -> int:
@@ -236,11 +266,18 @@ def run_update(args: argparse.Namespace) -> int:
             raise ApplianceError("update: give NAME or --offline BUILD_DIR, not both")
         if args.trusted_key:
             raise ApplianceError("update --offline: --trusted-key applies to a store's builds")
+        if args.puddle_dir is not None:
+            # The new build keeps the puddle's URL: it must outlive this command.
+            raise ApplianceError(
+                "update --offline: --puddle-dir serves a tree only while a command runs; "
+                "serve the puddles and give --puddle-base URL"
+            )
         return run_offline_update(args)
     if args.name is None:
         raise ApplianceError("update: give an appliance NAME, or --offline BUILD_DIR")
     if args.output is not None or args.install:
         raise ApplianceError("update NAME: --output and --install apply to --offline only")
+    _check_puddle_source(args)
     from importer.appliance_state import appliance_lock, check_name
     from importer.signature import configured_fingerprint
     from importer.updates.online import update_online
@@ -252,6 +289,7 @@ def run_update(args: argparse.Namespace) -> int:
             args.connect,
             puddle_base=args.puddle_base,
             trusted_key=configured_fingerprint(args.trusted_key),
+            puddle_dir=args.puddle_dir,
         )
     print(format_online_result(result, args.json))
     return 0
@@ -264,6 +302,7 @@ def run_upgrade(args: argparse.Namespace) -> int:
     from undercloud_appliance.store_layout import check_release
 
     check_release(args.to_release)
+    _check_puddle_source(args)
     with appliance_lock(check_name(args.name), "upgrade"):
         result = upgrade_online(
             args.name,
@@ -274,6 +313,7 @@ def run_upgrade(args: argparse.Namespace) -> int:
             label=args.label,
             puddle_base=args.puddle_base,
             trusted_key=configured_fingerprint(args.trusted_key),
+            puddle_dir=args.puddle_dir,
         )
     print(format_online_result(result, args.json))
     return 0

@@ -6,6 +6,9 @@ one list of timed steps over ssh (the ``ssh.config`` the import wrote):
 1. check the appliance: its libvirt domain runs and ssh answers;
 2. resolve and pin the puddle with the settings the build's manifest
    carries (for an upgrade: the target release's published manifest);
+   with ``--puddle-dir DIR`` the local tree is served where the guest
+   reaches the host for the length of the update
+   (:mod:`importer.updates.local_puddles`);
 3. read the installed package versions;
 4. take a libvirt snapshot of the running domain (internal, with memory,
    kept in the appliance's qcow2 overlay);
@@ -33,6 +36,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +51,11 @@ from importer.package_managers import find_puddle_repo_files_command, plan_updat
 from importer.published_build import PublishedBuild, read_cached_manifest, read_published_build
 from importer.smoke import first_failure, run_smoke_commands
 from importer.updates import puddle_history
+from importer.updates.local_puddles import (
+    LOOPBACK_ADDRESS,
+    check_puddle_tree,
+    serve_puddle_tree,
+)
 from importer.updates.puddle_target import (
     GUEST_LOG_DIR,
     OUTPUT_TAIL_LINES,
@@ -79,6 +88,8 @@ class OnlineUpdateContext:
     requested_puddle: str
     kind: str = "update"  # or "upgrade"
     puddle_base: str | None = None
+    #: A local puddle tree served to the guest for the length of the update.
+    puddle_dir: Path | None = None
     target_release: str | None = None
     target_store: str | None = None
     target_label: str | None = None
@@ -101,6 +112,8 @@ class OnlineUpdateContext:
     snapshot: str | None = None
     smoke: list[dict[str, Any]] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
+    #: What the update started and stops when it ends (the --puddle-dir server).
+    resources: ExitStack = field(default_factory=ExitStack)
 
     def note(self, text: str) -> None:
         log.debug("%s", text.rstrip())
@@ -249,6 +262,31 @@ def step_read_target_release(context: OnlineUpdateContext) -> None:
     finally:
         store.close()
     context.note(f"upgrade {context.name} to {context.target_release} build {build_id}")
+
+
+def step_serve_puddle_dir(context: OnlineUpdateContext) -> None:
+    """--puddle-dir: serve the tree where the guest reaches the host, as the puddle base."""
+    if context.puddle_dir is None:
+        return
+    resolved = context.target_manifest["profile"].get("resolved") or {}
+    release = str(resolved.get("release") or context.target_manifest["release"])
+    check_puddle_tree(
+        context.puddle_dir, resolved.get("puddle") or {}, context.requested_puddle, release
+    )
+    network = context.metadata.get("network") or context.record.get("network")
+    if network == "user":
+        address = LOOPBACK_ADDRESS  # the guest's 10.0.2.2 (see guest_url)
+    else:
+        address = libvirt_domain.network_gateway(libvirt_domain.connect(context.uri), network)
+        if address is None:
+            raise UpdateError(
+                f"--puddle-dir {context.puddle_dir}: libvirt network {network!r} has no host "
+                "address to serve it on; serve the puddles yourself and give --puddle-base URL"
+            )
+    context.puddle_base = context.resources.enter_context(
+        serve_puddle_tree(context.puddle_dir, address)
+    )
+    context.note(f"serving {context.puddle_dir} at {context.puddle_base} for this {context.kind}")
 
 
 def step_resolve_puddle(context: OnlineUpdateContext) -> None:
@@ -422,6 +460,7 @@ def append_history(context: OnlineUpdateContext, result: str, error: str | None 
 PREPARING_STEPS = (
     step_check_appliance,
     step_read_target_release,
+    step_serve_puddle_dir,
     step_resolve_puddle,
     step_read_versions_before,
     step_take_snapshot,
@@ -435,6 +474,12 @@ GUARDED_STEPS = (
 
 
 def apply_online_update(context: OnlineUpdateContext) -> OnlineUpdateResult:
+    """Run the steps, then stop what they started (the --puddle-dir server)."""
+    with context.resources:
+        return run_online_steps(context)
+
+
+def run_online_steps(context: OnlineUpdateContext) -> OnlineUpdateResult:
     """Run the steps; on failure after the snapshot, revert to it and say so."""
     runner: StepRunner[OnlineUpdateContext] = StepRunner(PREPARING_STEPS)
     runner.run(context)
@@ -477,6 +522,7 @@ def update_online(
     uri: str,
     puddle_base: str | None = None,
     trusted_key: str | None = None,
+    puddle_dir: Path | None = None,
 ) -> OnlineUpdateResult:
     """``update NAME --puddle ID|LABEL``: see the module docstring."""
     return apply_online_update(
@@ -485,6 +531,7 @@ def update_online(
             uri=uri,
             requested_puddle=requested_puddle,
             puddle_base=puddle_base,
+            puddle_dir=puddle_dir,
             trusted_key=trusted_key,
         )
     )
@@ -499,6 +546,7 @@ def upgrade_online(
     label: str | None = None,
     puddle_base: str | None = None,
     trusted_key: str | None = None,
+    puddle_dir: Path | None = None,
 ) -> OnlineUpdateResult:
     """``upgrade NAME --to-release R``: the target release's repos, upgrade and smoke commands."""
     return apply_online_update(
@@ -508,6 +556,7 @@ def upgrade_online(
             requested_puddle=requested_puddle,
             kind="upgrade",
             puddle_base=puddle_base,
+            puddle_dir=puddle_dir,
             target_release=to_release,
             target_store=store_url,
             target_label=label,

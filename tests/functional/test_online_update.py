@@ -6,7 +6,9 @@ libvirtd with qemu user networking (the test puddles are served on the
 host's 127.0.0.1, which such a guest reaches at 10.0.2.2).  Then, with the
 real CLI:
 
-1. ``update --puddle latest`` (P2): probe 2.0, history names P2, ssh works;
+1. README's update walk-through as written (the test puddles made into a
+   directory, ``update --puddle latest --puddle-dir DIR``): P2, probe 2.0,
+   history names P2, the short-lived server is gone afterwards;
 2. bad input (unknown puddle id, unreachable puddle server, label resolving
    to nothing): one-line errors, no snapshot taken, nothing changed;
 3. ``update --puddle P3`` (a package whose postinst fails): reverted to the
@@ -22,12 +24,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -38,6 +44,7 @@ from tests.support.fake_build import make_fake_build
 from tests.support.libvirtd import running_libvirtd
 from tests.support.puddles import (
     HOOK_PACKAGE,
+    P1,
     P2,
     P3_BROKEN,
     PROBE_PACKAGE,
@@ -56,6 +63,7 @@ NEXT_RELEASE = "debian-ci-next"
 NEXT_PUDDLE = "2026-11-23.1"
 UPGRADE_MARKER = "/etc/undercloud-appliance/upgraded-by-test"
 TIMEOUT = 30 * 60
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Appliance:
@@ -186,27 +194,82 @@ def appliance(
             appliance.cli("destroy", NAME, check=False)
 
 
+def readme_update_walk_through(puddle_dir: Path) -> list[str]:
+    """README.rst's "try it" update lines, made runnable here.
+
+    Verbatim but for four replacements, each of which must apply: the
+    appliance's name, the puddle directory, and the venv's python and tool
+    (this test's interpreter runs the checkout under test).
+    """
+    text = (REPO_ROOT / "README.rst").read_text()
+    blocks = re.findall(r"::\n\n((?:    .*\n|\n)+)", text)
+    (block,) = [b for b in blocks if "--puddle-dir" in b and "tests.support.puddles make" in b]
+    lines = [line.strip() for line in block.splitlines() if line.strip()]
+    replacements = {
+        ".venv/bin/undercloud-appliance": f"{sys.executable} -m undercloud_appliance_cli",
+        ".venv/bin/python": sys.executable,
+        "/srv/puddles": str(puddle_dir),
+        "update undercloud ": f"update {NAME} ",
+    }
+    for old, new in replacements.items():
+        assert any(old in line for line in lines), f"README's walk-through lost {old!r}"
+        lines = [line.replace(old, new) for line in lines]
+    return lines
+
+
 @pytest.fixture(scope="module")
-def updated_to_p2(appliance: Appliance) -> dict[str, Any]:
+def updated_to_p2(appliance: Appliance, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """README's update walk-through, run as written: a local tree and --puddle-dir."""
     assert appliance.probe_version() == "1.0"
-    return json.loads(appliance.cli("update", NAME, "--puddle", "latest", "--json").stdout)
+    puddle_dir = tmp_path_factory.mktemp("readme") / "puddles"
+    output = ""
+    for line in readme_update_walk_through(puddle_dir):
+        print(f"$ {line}")
+        ran = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", line],
+            cwd=REPO_ROOT,
+            env={**appliance.env, "LIBVIRT_DEFAULT_URI": appliance.uri},
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        print(ran.stdout, ran.stderr[-3000:])
+        assert ran.returncode == 0, f"README line failed: {line}\n{ran.stderr[-3000:]}"
+        output = ran.stdout
+    return output
 
 
-def test_update_to_latest_moves_the_probe_to_p2_in_place(
-    appliance: Appliance, updated_to_p2: dict[str, Any]
+def test_readme_update_walk_through_moves_the_probe_to_p2_in_place(
+    appliance: Appliance, puddle_site: PuddleSite, updated_to_p2: str
 ) -> None:
-    assert updated_to_p2["puddle_id"] == P2
-    assert updated_to_p2["diff"]["changed"][PROBE_PACKAGE] == {"before": "1.0", "after": "2.0"}
-    assert updated_to_p2["smoke"] and all(r["returncode"] == 0 for r in updated_to_p2["smoke"])
+    # What update prints: the pinned puddle, the snapshot, the smoke and the diff.
+    summary = re.search(
+        rf"^{NAME}: updated to puddle {P2} \(from {P1}; snapshot (\S+); "
+        r"smoke (\d+)/(\d+) passed\)$",
+        updated_to_p2,
+        re.MULTILINE,
+    )
+    assert summary, updated_to_p2
+    snapshot, passed, ran = summary.group(1), int(summary.group(2)), int(summary.group(3))
+    assert ran > 0 and passed == ran
+    assert re.search(rf"^  {PROBE_PACKAGE}\s+1\.0 -> 2\.0$", updated_to_p2, re.MULTILINE)
     assert appliance.probe_version() == "2.0"
     last = appliance.history()[-1]
     assert (last["puddle_id"], last["result"], last["mode"]) == (P2, "ok", "online")
     assert last["requested"] == "latest"
+    # The guest fetched P2 from the server --puddle-dir started (not the
+    # suite's puddle server), which is gone now that the update is over.
     sources = appliance.ssh("cat /etc/apt/sources.list.d/undercloud-puddle.list")
-    assert f"/{P2} ./" in sources and "2026-11-20.1" not in sources
+    served = re.search(rf"http://10\.0\.2\.2:(\d+)/{P2} \./", sources)
+    assert served and P1 not in sources, sources
+    port = int(served.group(1))
+    assert port != urlsplit(puddle_site.url).port
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
     status = appliance.status()
     assert status["puddle"] == P2 and status["state"] == "running"
-    assert [s["name"] for s in status["snapshots"]] == [updated_to_p2["snapshot"]]
+    assert [s["name"] for s in status["snapshots"]] == [snapshot]
 
 
 @pytest.mark.parametrize(
@@ -215,11 +278,12 @@ def test_update_to_latest_moves_the_probe_to_p2_in_place(
         (["--puddle", "2099-01-01.1"], "does not exist (HTTP 404)"),
         (["--puddle", "no-such-label"], "does not exist (HTTP 404)"),
         (["--puddle", P2, "--puddle-base", "http://127.0.0.1:9"], "cannot reach"),
+        (["--puddle", "latest", "--puddle-dir", "/nonexistent/puddles"], "not a directory"),
     ],
-    ids=["unknown-id", "label-resolves-to-nothing", "unreachable"],
+    ids=["unknown-id", "label-resolves-to-nothing", "unreachable", "no-puddle-dir"],
 )
 def test_bad_update_input_fails_clearly_and_changes_nothing(
-    appliance: Appliance, updated_to_p2: dict[str, Any], args: list[str], expected: str
+    appliance: Appliance, updated_to_p2: str, args: list[str], expected: str
 ) -> None:
     before = appliance.status()
     failed = appliance.cli("update", NAME, *args, check=False)
@@ -234,7 +298,7 @@ def test_bad_update_input_fails_clearly_and_changes_nothing(
 
 
 @pytest.fixture(scope="module")
-def failed_p3(appliance: Appliance, updated_to_p2: dict[str, Any]) -> subprocess.CompletedProcess:
+def failed_p3(appliance: Appliance, updated_to_p2: str) -> subprocess.CompletedProcess:
     return appliance.cli("update", NAME, "--puddle", P3_BROKEN, check=False)
 
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import http.server
 import re
 import subprocess
 import sys
@@ -37,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from importer.updates.local_puddles import serve_puddle_tree
 
 PROBE_PACKAGE = "undercloud-probe"
 HOOK_PACKAGE = "undercloud-probe-hook"
@@ -228,28 +228,13 @@ def make_puddles(
     return site
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+def serve_directory(root: Path, port: int = 0) -> contextlib.AbstractContextManager[str]:
+    """Serve ``root`` over HTTP on 127.0.0.1 (the importer's ``--puddle-dir`` server).
 
-
-@contextlib.contextmanager
-def serve_directory(root: Path, port: int = 0) -> Iterator[str]:
-    """Serve ``root`` over HTTP on 127.0.0.1; yields the base URL (no trailing /).
-
-    Python's threaded http.server is enough for apt (no range requests);
-    the guest side reaches it at 10.0.2.2 (user-mode networking).
+    Yields the base URL (no trailing /); the guest side reaches it at
+    10.0.2.2 (user-mode networking).
     """
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    thread = threading.Thread(target=server.serve_forever, name="puddle-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    return serve_puddle_tree(root, port=port)
 
 
 @pytest.fixture(scope="session")
