@@ -53,6 +53,8 @@ class GuestShell:
     key: Path
     user: str
     build_log: Path
+    #: How the build log tags this shell's commands: bake, verify.
+    stage: str = "bake"
 
     def argv(self, command: str) -> list[str]:
         return [
@@ -82,7 +84,8 @@ class GuestShell:
         seconds = time.monotonic() - started
         with self.build_log.open("a", encoding="utf-8") as log_file:
             log_file.write(
-                f"[bake] $ {command}\n{output}[bake] exit {returncode} ({seconds:.1f}s)\n"
+                f"[{self.stage}] $ {command}\n{output}"
+                f"[{self.stage}] exit {returncode} ({seconds:.1f}s)\n"
             )
         return returncode, output, seconds
 
@@ -96,7 +99,7 @@ class GuestShell:
             poll_until(timeout, SshNotReady, interval=3)(probe)
         except SshNotReady:
             raise BuildError(
-                f"bake: ssh as {self.user} never succeeded within {timeout:.0f}s"
+                f"{self.stage}: ssh as {self.user} never succeeded within {timeout:.0f}s"
             ) from None
 
 
@@ -106,6 +109,28 @@ class BakeResult:
     boot_seconds: float = 0.0
     install_seconds: float = 0.0
     details: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_smoke_commands(shell: GuestShell, commands: Sequence[str], stage: str) -> dict[str, Any]:
+    """Run each smoke command; the manifest's ``smoke`` record (``stage``: build, verify)."""
+    results = []
+    for command in commands:
+        returncode, output, seconds = shell.run(command)
+        log.info("    smoke: %s -> exit %d", command, returncode)
+        results.append(
+            {
+                "command": command,
+                "returncode": returncode,
+                "seconds": round(seconds, 2),
+                "output_tail": output[-OUTPUT_TAIL_CHARS:],
+            }
+        )
+    return {
+        "passed": all(entry["returncode"] == 0 for entry in results),
+        "stage": stage,
+        "ran_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "results": results,
+    }
 
 
 def _shut_down(shell: GuestShell) -> None:
@@ -147,23 +172,6 @@ def bake(
                 )
         result.install_seconds = time.monotonic() - started
         if smoke_commands:
-            results = []
-            for command in smoke_commands:
-                returncode, output, seconds = shell.run(command)
-                log.info("    smoke: %s -> exit %d", command, returncode)
-                results.append(
-                    {
-                        "command": command,
-                        "returncode": returncode,
-                        "seconds": round(seconds, 2),
-                        "output_tail": output[-OUTPUT_TAIL_CHARS:],
-                    }
-                )
-            result.smoke = {
-                "passed": all(entry["returncode"] == 0 for entry in results),
-                "stage": "build",
-                "ran_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "results": results,
-            }
+            result.smoke = run_smoke_commands(shell, smoke_commands, stage="build")
         _shut_down(shell)
     return result

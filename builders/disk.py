@@ -129,7 +129,7 @@ def _bake_key_file(user: str) -> str:
     return f"/home/{user}/.ssh/authorized_keys"
 
 
-def _authorise_bake_key(handle: Any, user: str, public_key: str) -> None:
+def authorise_boot_key(handle: Any, user: str, public_key: str) -> None:
     path = _bake_key_file(user)
     handle.mkdir_p(str(Path(path).parent))
     handle.write(path, public_key.strip() + "\n")
@@ -160,15 +160,15 @@ def _seal(handle: Any, user: str) -> None:
 
 
 @contextlib.contextmanager
-def mounted_os(disk: Path, purpose: str) -> Iterator[Any]:
-    """A libguestfs handle on the raw ``disk`` with its OS mounted at ``/``.
+def mounted_os(disk: Path, purpose: str, disk_format: str = "raw") -> Iterator[Any]:
+    """A libguestfs handle on ``disk`` (raw, or ``disk_format``) with its OS mounted at ``/``.
 
     Unmounted and shut down cleanly on the way out (so every write is on
     the disk); libguestfs errors become one ``BuildError`` naming ``purpose``.
     """
     handle = open_guestfs()
     try:
-        handle.add_drive_opts(str(disk), format="raw")
+        handle.add_drive_opts(str(disk), format=disk_format)
         handle.launch()
         (root,) = handle.inspect_os()
         handle.mount(root, "/")
@@ -257,7 +257,7 @@ def finish_disk(
         handle.chmod(0o644, RELEASE_FILE)
 
         if bake_public_key:
-            _authorise_bake_key(handle, user, bake_public_key)
+            authorise_boot_key(handle, user, bake_public_key)
         else:
             _seal(handle, user)
         handle.fstrim("/")
