@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from importer.imports import ImportOptions
-    from importer.updates.offline import OfflineUpdateResult
     from importer.updates.online import OnlineUpdateResult
 
 
@@ -197,14 +196,21 @@ def register_appliance_commands(subparsers: argparse._SubParsersAction) -> None:
 def register_update_commands(subparsers: argparse._SubParsersAction) -> None:
     update = subparsers.add_parser(
         "update",
-        help="apply a puddle to a running appliance in place (or --offline to a build)",
+        help="apply a puddle to a running appliance in place",
         description="Pin the puddle, snapshot the appliance, switch its repositories, "
         "upgrade its packages, run the profile's update and smoke commands; on any failure "
-        "revert to the snapshot. With --offline BUILD_DIR, update a build's image with "
-        "libguestfs instead, writing a new build directory.",
+        "revert to the snapshot. A new build from a build and a newer puddle is "
+        "'build PROFILE --from BUILD_DIR --puddle ID'.",
     )
+    # NAME is optional to argparse only so that --offline gets its own message.
     update.add_argument("name", metavar="NAME", nargs="?", help="imported appliance")
-    add_offline_update_arguments(update)
+    update.add_argument("--puddle", required=True, metavar="ID|LABEL", help="puddle to apply")
+    update.add_argument(
+        "--puddle-base", metavar="URL", help="puddle base URL (default: the build's)"
+    )
+    update.add_argument("--json", action="store_true", help="print the result as JSON")
+    # Moved to builders (where builds are made): a clear word instead of "unrecognized".
+    update.add_argument("--offline", metavar="BUILD_DIR", help=argparse.SUPPRESS)
     _add_puddle_dir(update)
     _add_trusted_key(update, otherwise=", else the key the appliance was imported with")
     _add_connect(update)
@@ -261,22 +267,13 @@ def _check_puddle_source(args: argparse.Namespace) -> None:
 def run_update(args: argparse.Namespace) -> int:
     from undercloud_appliance.errors import ApplianceError
 
-    if args.offline_build_dir is not None:
-        if args.name is not None:
-            raise ApplianceError("update: give NAME or --offline BUILD_DIR, not both")
-        if args.trusted_key:
-            raise ApplianceError("update --offline: --trusted-key applies to a store's builds")
-        if args.puddle_dir is not None:
-            # The new build keeps the puddle's URL: it must outlive this command.
-            raise ApplianceError(
-                "update --offline: --puddle-dir serves a tree only while a command runs; "
-                "serve the puddles and give --puddle-base URL"
-            )
-        return run_offline_update(args)
+    if args.offline is not None:
+        raise ApplianceError(
+            "update --offline moved to builders: 'undercloud-appliance build PROFILE "
+            f"--from {args.offline} --puddle {args.puddle}'"
+        )
     if args.name is None:
-        raise ApplianceError("update: give an appliance NAME, or --offline BUILD_DIR")
-    if args.output is not None or args.install:
-        raise ApplianceError("update NAME: --output and --install apply to --offline only")
+        raise ApplianceError("update: give the NAME of an imported appliance")
     _check_puddle_source(args)
     from importer.appliance_state import appliance_lock, check_name
     from importer.signature import configured_fingerprint
@@ -356,69 +353,6 @@ def format_online_result(result: OnlineUpdateResult, as_json: bool = False) -> s
         f"smoke {sum(r['returncode'] == 0 for r in result.smoke)}/{len(result.smoke)} passed)\n"
         f"{result.diff.as_text()}"
     ).rstrip("\n")
-
-
-def add_offline_update_arguments(parser: argparse.ArgumentParser) -> None:
-    """``update --offline BUILD_DIR --puddle ID|LABEL [...]`` options."""
-    parser.add_argument(
-        "--offline",
-        dest="offline_build_dir",
-        metavar="BUILD_DIR",
-        type=Path,
-        help="update this build directory's image without booting it (writes a new build)",
-    )
-    parser.add_argument("--puddle", required=True, metavar="ID|LABEL", help="puddle to apply")
-    parser.add_argument(
-        "--puddle-base", metavar="URL", help="puddle base URL (default: the build's)"
-    )
-    parser.add_argument(
-        "--output",
-        metavar="DIR",
-        type=Path,
-        help="new build directory (default: next to BUILD_DIR, named by the new build id)",
-    )
-    parser.add_argument(
-        "--install",
-        action="append",
-        default=[],
-        metavar="PACKAGE",
-        help="also install this package from the puddle (repeatable)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def format_offline_result(result: OfflineUpdateResult, as_json: bool = False) -> str:
-    """What ``update --offline`` prints: the new build and the version diff."""
-    if as_json:
-        return json.dumps(
-            {
-                "output_dir": str(result.output_dir),
-                "build_id": result.build_id,
-                "puddle_id": result.puddle_id,
-                "previous_puddle_id": result.previous_puddle_id,
-                "diff": result.diff.as_dict(),
-            },
-            indent=2,
-        )
-    return (
-        f"updated to puddle {result.puddle_id} (from {result.previous_puddle_id or 'no puddle'}): "
-        f"new build {result.build_id} in {result.output_dir}\n{result.diff.as_text()}"
-    ).rstrip("\n")
-
-
-def run_offline_update(args: argparse.Namespace) -> int:
-    """Run ``update --offline`` from parsed :func:`add_offline_update_arguments` options."""
-    from importer.updates.offline import offline_update_build
-
-    result = offline_update_build(
-        args.offline_build_dir,
-        args.puddle,
-        puddle_base=args.puddle_base,
-        output_dir=args.output,
-        install_packages=args.install,
-    )
-    print(format_offline_result(result, args.json))
-    return 0
 
 
 def _positive(value: int | None, option: str) -> None:

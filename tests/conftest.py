@@ -92,10 +92,10 @@ def p1_offline_update(
 ):
     """``appliance_build`` updated offline to puddle P1, installing the probe package.
 
-    Returns ``(input file digests before, OfflineUpdateResult)``; shared by the
+    Returns ``(input file digests before, DerivedBuildResult)``; shared by the
     offline and online update tests, which both start from a P1 appliance.
     """
-    from importer.updates.offline import offline_update_build
+    from builders.derived import derive_build
     from tests.support.fake_build import file_digests
     from tests.support.puddles import P1, PROBE_PACKAGE
 
@@ -105,7 +105,7 @@ def p1_offline_update(
         output = Path(run_dir) / "p1-build"  # the benchmarks env reuses it (p1_build_dir)
     else:
         output = tmp_path_factory.mktemp("offline-update") / "p1"
-    result = offline_update_build(
+    result = derive_build(
         appliance_build,
         P1,
         puddle_base=puddle_site.url,

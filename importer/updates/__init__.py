@@ -5,8 +5,8 @@
 - :mod:`importer.updates.rollback`: ``rollback NAME`` to such a snapshot;
 - :mod:`importer.updates.offline`: ``update --offline BUILD_DIR``, a new
   build from an old one with libguestfs;
-- :mod:`importer.updates.puddle_target`: what both updaters share (the
+- :mod:`undercloud_appliance.puddle_target`: what both updaters share (the
   pinned puddle, the URLs a guest reaches, how a failure reads);
-- :mod:`importer.updates.puddle_history` and
-  :mod:`importer.updates.version_diff`: the records an update leaves.
+- :mod:`undercloud_appliance.puddle_history` and
+  :mod:`undercloud_appliance.version_diff`: the records an update leaves.
 """

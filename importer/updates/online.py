@@ -13,7 +13,7 @@ one list of timed steps over ssh (the ``ssh.config`` the import wrote):
 4. take a libvirt snapshot of the running domain (internal, with memory,
    kept in the appliance's qcow2 overlay);
 5. replace the previous puddle's repo files with the new puddle's;
-6. refresh, upgrade (apt or dnf: :mod:`importer.package_managers`);
+6. refresh, upgrade (apt or dnf: :mod:`undercloud_appliance.package_managers`);
 7. run the profile's update (or upgrade) commands, then its smoke commands;
 8. read the versions again, append to the puddle history inside the
    appliance and record the context in the import record and domain metadata.
@@ -47,16 +47,19 @@ from importer.appliance_state import RECORD_NAME, read_record, record_change, st
 from importer.cache import write_manifest_with_signature
 from importer.fetch import resolve_build_id
 from importer.handoff import SSH_CONFIG_NAME, ssh_command
-from importer.package_managers import find_puddle_repo_files_command, plan_update
 from importer.published_build import PublishedBuild, read_cached_manifest, read_published_build
 from importer.smoke import first_failure, run_smoke_commands
-from importer.updates import puddle_history
 from importer.updates.local_puddles import (
     LOOPBACK_ADDRESS,
     check_puddle_tree,
     serve_puddle_tree,
 )
-from importer.updates.puddle_target import (
+from importer.updates.rollback import revert_running_appliance
+from undercloud_appliance import puddle_history
+from undercloud_appliance.errors import ApplianceError, NotFoundError
+from undercloud_appliance.manifest import MANIFEST_NAME
+from undercloud_appliance.package_managers import find_puddle_repo_files_command, plan_update
+from undercloud_appliance.puddle_target import (
     GUEST_LOG_DIR,
     OUTPUT_TAIL_LINES,
     USER_MODE_HOST_ADDRESS,
@@ -66,13 +69,10 @@ from importer.updates.puddle_target import (
     guest_visible_url,
     resolve_puddle_target,
 )
-from importer.updates.rollback import revert_running_appliance
-from importer.updates.version_diff import VersionDiff, diff_versions
-from undercloud_appliance.errors import ApplianceError, NotFoundError
-from undercloud_appliance.manifest import MANIFEST_NAME
 from undercloud_appliance.puddles import check_repo_exists
 from undercloud_appliance.steps import StepRunner
 from undercloud_appliance.stores import open_store
+from undercloud_appliance.version_diff import VersionDiff, diff_versions
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,8 @@ from typing import Any
 
 import pytest
 
+from builders.derived import DerivedBuildResult, derive_build
 from importer.cli import format_offline_result
-from importer.updates.offline import OfflineUpdateResult, offline_update_build
-from importer.updates.puddle_history import HISTORY_PATH, parse_history
-from importer.updates.puddle_target import UpdateError
 from tests.support.fake_build import file_digests
 from tests.support.puddles import (
     HOOK_PACKAGE,
@@ -39,6 +37,8 @@ from tests.support.puddles import (
 )
 from undercloud_appliance.hypervisor import open_guestfs
 from undercloud_appliance.manifest import read_manifest
+from undercloud_appliance.puddle_history import HISTORY_PATH, parse_history
+from undercloud_appliance.puddle_target import UpdateError
 from undercloud_appliance.store_layout import check_build_id
 
 pytestmark = pytest.mark.slow
@@ -50,12 +50,12 @@ PROBE_SECRET_FILE = f"/etc/undercloud-appliance/{PROBE_PACKAGE}-password"
 class UpdatedBuild:
     input_dir: Path
     input_digests_before: dict[str, str]
-    result: OfflineUpdateResult
+    result: DerivedBuildResult
 
 
 def update(input_dir: Path, output_dir: Path, requested: str, **kwargs: Any) -> UpdatedBuild:
     before = file_digests(input_dir)
-    result = offline_update_build(input_dir, requested, output_dir=output_dir, **kwargs)
+    result = derive_build(input_dir, requested, output_dir=output_dir, **kwargs)
     print(f"\n{format_offline_result(result)}")
     return UpdatedBuild(input_dir, before, result)
 
@@ -185,7 +185,7 @@ def test_broken_puddle_fails_naming_puddle_and_package_and_writes_nothing(
     before = file_digests(input_dir)
     output = input_dir.parent / "p3"
     with pytest.raises(UpdateError) as raised:
-        offline_update_build(input_dir, P3_BROKEN, output_dir=output)
+        derive_build(input_dir, P3_BROKEN, output_dir=output)
     message = str(raised.value)
     print(f"\nP3 error: {message}")
     assert "\n" not in message

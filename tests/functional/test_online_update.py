@@ -37,8 +37,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from builders.derived import DerivedBuildResult
 from importer import libvirt_domain
-from importer.updates.offline import OfflineUpdateResult
 from tests.conftest import appliance_name_for_test, run_cli
 from tests.support.fake_build import make_fake_build
 from tests.support.libvirtd import running_libvirtd
@@ -105,7 +105,7 @@ class Appliance:
         return json.loads(self.cli("status", NAME, "--json").stdout)
 
 
-def next_release_build(p1: OfflineUpdateResult, site: PuddleSite, directory: Path) -> Path:
+def next_release_build(p1: DerivedBuildResult, site: PuddleSite, directory: Path) -> Path:
     """A build of the next test release: its manifest carries the next puddles.
 
     The image is P1's (an upgrade never uses the target's image); what the
@@ -137,7 +137,7 @@ def next_release_build(p1: OfflineUpdateResult, site: PuddleSite, directory: Pat
 
 @pytest.fixture(scope="module")
 def appliance(
-    p1_offline_update: tuple[dict[str, str], OfflineUpdateResult],
+    p1_offline_update: tuple[dict[str, str], DerivedBuildResult],
     puddle_site: PuddleSite,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Appliance]:

@@ -80,8 +80,8 @@ def test_the_server_serves_the_tree_only_and_stops(tree: Path) -> None:
         ),
         (
             ["update", "--offline", ".", "--puddle", "latest", "--puddle-dir", "."],
-            "update --offline: --puddle-dir serves a tree only while a command runs; "
-            "serve the puddles and give --puddle-base URL",
+            "update --offline moved to builders: 'undercloud-appliance build PROFILE "
+            "--from . --puddle latest'",
         ),
     ],
     ids=["with-puddle-base", "offline"],

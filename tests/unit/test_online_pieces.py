@@ -62,9 +62,11 @@ def test_check_repo_exists_against_a_real_server(served: str, tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["update", "--puddle", "latest"], "give an appliance NAME, or --offline BUILD_DIR"),
-        (["update", "u", "--offline", "b", "--puddle", "latest"], "not both"),
-        (["update", "u", "--puddle", "latest", "--install", "x"], "--offline only"),
+        (["update", "--puddle", "latest"], "give the NAME of an imported appliance"),
+        (
+            ["update", "--offline", "b", "--puddle", "P"],
+            "'undercloud-appliance build PROFILE --from b --puddle P'",
+        ),
         (["update", "bad/name", "--puddle", "latest"], "invalid appliance name"),
         (["upgrade", "u", "--to-release", "../x"], "x"),
     ],

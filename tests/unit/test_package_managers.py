@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from importer.package_managers import (
+from undercloud_appliance.package_managers import (
     MANAGED_MARKER,
     PackageManagerError,
     check_puddle_id,
@@ -16,8 +16,8 @@ from importer.package_managers import (
     is_puddle_repo_file,
     plan_update,
 )
-from importer.package_managers.apt import APT
-from importer.package_managers.dnf import DNF
+from undercloud_appliance.package_managers.apt import APT
+from undercloud_appliance.package_managers.dnf import DNF
 from undercloud_appliance.puddles import render_repos
 
 DEBIAN_PUDDLE = {

@@ -6,8 +6,13 @@ import re
 
 import pytest
 
-from importer.updates import puddle_history
-from importer.updates.puddle_history import HistoryError, current_puddle, make_entry, parse_history
+from undercloud_appliance import puddle_history
+from undercloud_appliance.puddle_history import (
+    HistoryError,
+    current_puddle,
+    make_entry,
+    parse_history,
+)
 
 
 def test_entries_round_trip_and_carry_the_documented_fields() -> None:

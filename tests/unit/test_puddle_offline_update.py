@@ -6,7 +6,6 @@ tests/functional/test_offline_update.py.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime
 import json
@@ -16,21 +15,22 @@ from typing import Any
 
 import pytest
 
-from importer.cli import add_offline_update_arguments, format_offline_result, run_offline_update
-from importer.package_managers import PackageManagerError
-from importer.package_managers.apt import APT
-from importer.updates.offline import (
-    OfflineUpdateContext,
-    OfflineUpdateResult,
-    offline_update_build,
+import undercloud_appliance_cli
+from builders.build_command import format_derived_result
+from builders.derived import (
+    DerivedBuildContext,
+    DerivedBuildResult,
+    derive_build,
     run_in_guest,
 )
-from importer.updates.puddle_target import UpdateError, failure_summary, guest_visible_url
-from importer.updates.version_diff import diff_versions
 from undercloud_appliance.errors import ApplianceError
 from undercloud_appliance.guest_packages import installed_package_versions
 from undercloud_appliance.manifest import new_build_id
+from undercloud_appliance.package_managers import PackageManagerError
+from undercloud_appliance.package_managers.apt import APT
+from undercloud_appliance.puddle_target import UpdateError, failure_summary, guest_visible_url
 from undercloud_appliance.store_layout import check_build_id
+from undercloud_appliance.version_diff import diff_versions
 
 PUDDLE_SECTION = {
     "package_manager": "apt",
@@ -151,23 +151,21 @@ def test_none_is_not_a_puddle_to_update_to(tmp_path: Path) -> None:
     build = write_build(tmp_path / "build")
     before = snapshot(build)
     with pytest.raises(UpdateError, match="needs a puddle id or label, not 'none'"):
-        offline_update_build(build, "none", puddle_base="http://127.0.0.1:9")
+        derive_build(build, "none", puddle_base="http://127.0.0.1:9")
     assert_nothing_written(tmp_path, build, before)
 
 
 def test_without_any_base_url_the_error_says_to_pass_one(tmp_path: Path) -> None:
     build = write_build(tmp_path / "build")
     with pytest.raises(ApplianceError, match="--puddle-base URL"):
-        offline_update_build(build, "2026-11-20.1")
+        derive_build(build, "2026-11-20.1")
 
 
 def test_bad_install_package_name_is_refused_before_anything_runs(tmp_path: Path) -> None:
     build = write_build(tmp_path / "build")
     before = snapshot(build)
     with pytest.raises(PackageManagerError, match="invalid apt package name '--fix-broken'"):
-        offline_update_build(
-            build, "2026-11-20.1", "http://127.0.0.1:9", install_packages=["--fix-broken"]
-        )
+        derive_build(build, "2026-11-20.1", "http://127.0.0.1:9", install_packages=["--fix-broken"])
     assert_nothing_written(tmp_path, build, before)
 
 
@@ -177,13 +175,13 @@ def test_label_resolving_to_a_non_id_is_refused(tmp_path: Path) -> None:
     (labels / "latest").write_text("../../etc\n")
     build = write_build(tmp_path / "build")
     with pytest.raises(ApplianceError, match=r"resolved to '\.\./\.\./etc', which is not"):
-        offline_update_build(build, "latest", puddle_base=f"file://{tmp_path / 'puddles'}")
+        derive_build(build, "latest", puddle_base=f"file://{tmp_path / 'puddles'}")
 
 
 def test_bad_puddle_base_is_refused(tmp_path: Path) -> None:
     build = write_build(tmp_path / "build")
     with pytest.raises(PackageManagerError, match="puddle base URL"):
-        offline_update_build(build, "2026-11-20.1", puddle_base="http://x/ ; reboot")
+        derive_build(build, "2026-11-20.1", puddle_base="http://x/ ; reboot")
 
 
 def test_existing_non_empty_output_is_refused_and_kept(tmp_path: Path) -> None:
@@ -192,7 +190,7 @@ def test_existing_non_empty_output_is_refused_and_kept(tmp_path: Path) -> None:
     output.mkdir()
     (output / "keep").write_text("mine")
     with pytest.raises(UpdateError, match="exists and is not empty"):
-        offline_update_build(build, "2026-11-20.1", "http://127.0.0.1:9", output_dir=output)
+        derive_build(build, "2026-11-20.1", "http://127.0.0.1:9", output_dir=output)
     assert (output / "keep").read_text() == "mine"
 
 
@@ -201,45 +199,42 @@ def test_profile_without_puddle_section_is_named(tmp_path: Path) -> None:
     del manifest["profile"]["resolved"]["puddle"]
     build = write_build(tmp_path / "build", manifest)
     with pytest.raises(UpdateError, match=r"manifest\.json: the profile has no puddle section"):
-        offline_update_build(build, "2026-11-20.1", "http://127.0.0.1:9")
+        derive_build(build, "2026-11-20.1", "http://127.0.0.1:9")
 
 
-def offline_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="undercloud-appliance update")
-    add_offline_update_arguments(parser)
-    return parser
-
-
-def test_offline_update_options_reach_the_update(tmp_path: Path) -> None:
+def test_derived_build_options_reach_the_update(tmp_path: Path) -> None:
     build = write_build(tmp_path / "build")
-    args = offline_parser().parse_args(
-        ["--offline", str(build), "--puddle", "2026-11-20.1", "--puddle-base",
-         "http://127.0.0.1:9", "--install", "undercloud-probe", "--install", "Bad_Name"]
+    parser = undercloud_appliance_cli.build_parser()
+    args = parser.parse_args(
+        ["build", "debian-ci", "--from", str(build), "--puddle", "2026-11-20.1",
+         "--puddle-base", "http://127.0.0.1:9", "--install", "undercloud-probe",
+         "--install", "Bad_Name"]
     )  # fmt: skip
     assert args.install == ["undercloud-probe", "Bad_Name"]
     with pytest.raises(PackageManagerError, match="'Bad_Name'"):
-        run_offline_update(args)
-    with pytest.raises(SystemExit):
-        offline_parser().parse_args(["--offline", str(build)])  # --puddle is required
+        args.func(args)
+    args = parser.parse_args(["build", "debian-ci", "--from", str(build)])
+    with pytest.raises(ApplianceError, match="give the --puddle"):
+        args.func(args)
 
 
 def test_result_prints_as_text_and_json(tmp_path: Path) -> None:
-    result = OfflineUpdateResult(
+    result = DerivedBuildResult(
         output_dir=tmp_path / "new",
         build_id="20261122T050102Z-0a1b2c",
         puddle_id="2026-11-21.1",
         previous_puddle_id="2026-11-20.1",
         diff=diff_versions({"undercloud-probe": "1.0"}, {"undercloud-probe": "2.0"}),
-        manifest={},
+        manifest={"updated_from": {"build_id": "20261121T050102Z-ffffff"}},
         timings={},
     )
-    text = format_offline_result(result)
+    text = format_derived_result(result, None)
     assert text.splitlines()[0] == (
-        "updated to puddle 2026-11-21.1 (from 2026-11-20.1): new build "
-        f"20261122T050102Z-0a1b2c in {tmp_path / 'new'}"
+        f"derived build 20261122T050102Z-0a1b2c in {tmp_path / 'new'}: puddle 2026-11-21.1 "
+        "(parent 20261121T050102Z-ffffff on 2026-11-20.1); not verified (--no-verify)"
     )
     assert "  undercloud-probe  1.0 -> 2.0" in text
-    data = json.loads(format_offline_result(result, as_json=True))
+    data = json.loads(format_derived_result(result, None, as_json=True))
     assert data["diff"]["changed"]["undercloud-probe"] == {"before": "1.0", "after": "2.0"}
     assert data["previous_puddle_id"] == "2026-11-20.1"
 
@@ -260,8 +255,8 @@ class HostShell:
         Path(path).unlink(missing_ok=True)
 
 
-def host_update(tmp_path: Path) -> OfflineUpdateContext:
-    context = OfflineUpdateContext(
+def host_update(tmp_path: Path) -> DerivedBuildContext:
+    context = DerivedBuildContext(
         build_dir=tmp_path,
         requested_puddle="latest",
         puddle_base=None,
@@ -319,7 +314,5 @@ def test_image_not_matching_its_manifest_is_refused_and_nothing_is_left(tmp_path
     build = write_build(tmp_path / "build")  # image bytes do not hash to "000..."
     before = snapshot(build)
     with pytest.raises(UpdateError, match=r"sha256 differs from .*manifest\.json"):
-        offline_update_build(
-            build, "2026-11-20.1", "http://127.0.0.1:9", output_dir=tmp_path / "out"
-        )
+        derive_build(build, "2026-11-20.1", "http://127.0.0.1:9", output_dir=tmp_path / "out")
     assert_nothing_written(tmp_path, build, before)

@@ -136,7 +136,14 @@ def test_puddle_error_hides_the_password(tmp_path: Path, profiles_dir: Path) -> 
     build = make_fake_build(tmp_path / "build")
     secret_manifest(build / "undercloud.qcow2", profiles_dir).write(build)
     result = run_cli(
-        "update", "--offline", str(build), "--puddle", "latest", "--puddle-base", PUDDLE_BASE
+        "build",
+        "debian-ci",
+        "--from",
+        str(build),
+        "--puddle",
+        "latest",
+        "--puddle-base",
+        PUDDLE_BASE,
     )
     assert result.returncode == 7, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]

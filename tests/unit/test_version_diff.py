@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from importer.updates.version_diff import VersionDiff, diff_versions
+from undercloud_appliance.version_diff import VersionDiff, diff_versions
 
 BEFORE = {"undercloud-probe": "1.0", "libc6": "2.36-9", "old-tool": "0.9", "bash": "5.2-2"}
 AFTER = {

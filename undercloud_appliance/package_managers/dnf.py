@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from importer.package_managers.interface import (
+from undercloud_appliance.package_managers.interface import (
     MANAGED_MARKER,
     PackageManagerError,
     check_package_names,

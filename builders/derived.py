@@ -1,10 +1,14 @@
-"""Offline update: apply a puddle to a build's image without booting it.
+"""Derived builds: a parent build's image plus a newer puddle, without a full rebuild.
 
-``undercloud-appliance update --offline BUILD_DIR --puddle ID|LABEL`` (see
-:func:`offline_update_build`) writes a *new* build directory; the input
-build is never modified:
+``undercloud-appliance build PROFILE --from BUILD_DIR --puddle ID|LABEL``
+(see :func:`derive_build`) writes a *new* build directory; the parent
+build is never modified.  The image is updated offline, with libguestfs,
+without booting it; ``build`` then verifies it like a full build
+(:mod:`builders.verify`: boot, smoke commands, verdict in the manifest):
 
-1. resolve the puddle (a label is pinned to an id, once);
+1. resolve the puddle (a label is pinned to an id, once); with a profile,
+   check that the parent is a build of it (same release and distro
+   family) and that the puddle is not older than the parent's;
 2. put a qcow2 overlay on the input image, open it with libguestfs
    (network on) and mount the guest's filesystems;
 3. replace the previous puddle's repo config with the new puddle's; while
@@ -21,6 +25,8 @@ build is never modified:
 
 A failing package (say a postinst that exits 1) raises :class:`UpdateError`
 naming the puddle and the package; nothing appears at the output path.
+The new manifest names its parent (``updated_from``: build id and puddle)
+and both puddles (``update``: ``from_puddle_id`` and ``puddle_id``).
 """
 
 from __future__ import annotations
@@ -37,23 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from importer.package_managers import (
-    PackageManager,
-    UpdatePlan,
-    check_package_names,
-    is_puddle_repo_file,
-    plan_update,
-)
-from importer.updates import puddle_history
-from importer.updates.puddle_target import (
-    GUEST_LOG_DIR,
-    OUTPUT_TAIL_LINES,
-    UpdateError,
-    failure_summary,
-    guest_visible_url,
-    resolve_puddle_target,
-)
-from importer.updates.version_diff import VersionDiff, diff_versions
+from undercloud_appliance import puddle_history
 from undercloud_appliance.errors import ApplianceError
 from undercloud_appliance.guest_packages import installed_package_versions
 from undercloud_appliance.hypervisor import open_guestfs
@@ -68,9 +58,25 @@ from undercloud_appliance.manifest import (
     write_file_atomically,
     write_manifest,
 )
+from undercloud_appliance.package_managers import (
+    PackageManager,
+    UpdatePlan,
+    check_package_names,
+    is_puddle_repo_file,
+    plan_update,
+)
+from undercloud_appliance.puddle_target import (
+    GUEST_LOG_DIR,
+    OUTPUT_TAIL_LINES,
+    UpdateError,
+    failure_summary,
+    guest_visible_url,
+    resolve_puddle_target,
+)
 from undercloud_appliance.qcow2 import convert_to_qcow2
 from undercloud_appliance.sealed_secrets import seal_secrets
 from undercloud_appliance.steps import StepRunner
+from undercloud_appliance.version_diff import VersionDiff, diff_versions
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +92,13 @@ GUESTFS_MEMSIZE_MIB = 1536
 # exit status: g.command() would otherwise drop stdout on failure.
 RUN_CAPTURED = 'out=$1; shift; "$@" >"$out" 2>&1 </dev/null; echo "$?"'
 COMMAND_TIMEOUT_SECONDS = 3600
+# Dated puddle ids (2026-11-20.1) are ordered; others (DLRN hashes) are not compared.
+DATED_PUDDLE_ID = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\.[0-9]+")
 
 
 @dataclass
-class OfflineUpdateResult:
-    """What :func:`offline_update_build` wrote."""
+class DerivedBuildResult:
+    """What :func:`derive_build` wrote."""
 
     output_dir: Path
     build_id: str
@@ -102,7 +110,7 @@ class OfflineUpdateResult:
 
 
 @dataclass
-class OfflineUpdateContext:
+class DerivedBuildContext:
     """State shared by the steps of one offline update."""
 
     build_dir: Path
@@ -110,6 +118,9 @@ class OfflineUpdateContext:
     puddle_base: str | None
     output_dir: Path | None
     install_packages: tuple[str, ...]
+    #: The profile the derived build is of (its name and resolved settings), if given.
+    profile_name: str | None = None
+    profile_family: str | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     puddle: dict[str, Any] = field(default_factory=dict)
     release: str = ""
@@ -136,7 +147,7 @@ class OfflineUpdateContext:
 
 
 def run_in_guest(
-    context: OfflineUpdateContext,
+    context: DerivedBuildContext,
     argv: Sequence[str],
     what: str,
     *,
@@ -172,7 +183,7 @@ def run_in_guest(
     )
 
 
-def step_resolve_puddle(context: OfflineUpdateContext) -> None:
+def step_resolve_puddle(context: DerivedBuildContext) -> None:
     context.manifest = read_manifest(context.build_dir)
     target = resolve_puddle_target(
         context.manifest,
@@ -187,13 +198,42 @@ def step_resolve_puddle(context: OfflineUpdateContext) -> None:
     context.puddle_id = target.puddle_id
     context.repos = target.repos
     context.previous_puddle_id = context.manifest["puddle"].get("id")
+    check_parent(context)
     context.note(
         f"update {context.build_dir} to puddle {context.puddle_id} "
         f"(requested {context.requested_puddle})"
     )
 
 
-def step_prepare_output(context: OfflineUpdateContext) -> None:
+def check_parent(context: DerivedBuildContext) -> None:
+    """The parent is a build of the profile asked for, and not on a newer puddle."""
+    where = context.build_dir / MANIFEST_NAME
+    if context.profile_name is not None and context.manifest["release"] != context.profile_name:
+        raise UpdateError(
+            f"{where}: the parent is a build of release {context.manifest['release']!r}, "
+            f"not {context.profile_name!r}"
+        )
+    family = (context.manifest.get("distro") or {}).get("family")
+    if context.profile_family is not None and family != context.profile_family:
+        raise UpdateError(
+            f"{where}: the parent's distro family is {family!r}, the profile's "
+            f"{context.profile_family!r}"
+        )
+    parent = context.previous_puddle_id
+    comparable = all(DATED_PUDDLE_ID.fullmatch(i or "") for i in (parent, context.puddle_id))
+    if comparable and _dated_key(context.puddle_id) < _dated_key(str(parent)):
+        raise UpdateError(
+            f"--puddle {context.requested_puddle}: puddle {context.puddle_id} is older than "
+            f"the parent's {parent} ({where})"
+        )
+
+
+def _dated_key(puddle_id: str) -> tuple[str, int]:
+    day, number = puddle_id.rsplit(".", 1)
+    return day, int(number)
+
+
+def step_prepare_output(context: DerivedBuildContext) -> None:
     context.build_id = new_build_id()
     if context.output_dir is None:
         context.output_dir = context.build_dir.resolve().parent / context.build_id
@@ -244,7 +284,7 @@ def step_prepare_output(context: OfflineUpdateContext) -> None:
     )
 
 
-def step_open_image(context: OfflineUpdateContext) -> None:
+def step_open_image(context: DerivedBuildContext) -> None:
     assert context.work_dir is not None
     guest = open_guestfs(network=True, memsize_mib=GUESTFS_MEMSIZE_MIB)
     context.guest = guest
@@ -269,9 +309,7 @@ def step_open_image(context: OfflineUpdateContext) -> None:
     guest.mkdir_p(GUEST_LOG_DIR)
 
 
-def _previous_puddle_repo_paths(
-    context: OfflineUpdateContext, previous_urls: set[str]
-) -> list[str]:
+def _previous_puddle_repo_paths(context: DerivedBuildContext, previous_urls: set[str]) -> list[str]:
     pm = context.package_manager
     assert pm is not None
     if not context.guest.is_dir(pm.repo_dir):
@@ -286,14 +324,14 @@ def _previous_puddle_repo_paths(
     return paths
 
 
-def _write_repo_files(context: OfflineUpdateContext, files: Mapping[str, str]) -> None:
+def _write_repo_files(context: DerivedBuildContext, files: Mapping[str, str]) -> None:
     for path, content in files.items():
         context.guest.write(path, content.encode())
         context.guest.chmod(0o644, path)
         context.note(f"wrote {path}:\n{content}")
 
 
-def step_switch_repositories(context: OfflineUpdateContext) -> None:
+def step_switch_repositories(context: DerivedBuildContext) -> None:
     assert context.package_manager is not None
     previous_urls = {str(r.get("url", "")) for r in context.manifest["puddle"].get("repos") or []}
     for path in _previous_puddle_repo_paths(context, previous_urls):
@@ -311,13 +349,13 @@ def step_switch_repositories(context: OfflineUpdateContext) -> None:
         context.created_policy_rc_d = True
 
 
-def step_upgrade_packages(context: OfflineUpdateContext) -> None:
+def step_upgrade_packages(context: DerivedBuildContext) -> None:
     assert context.plan is not None
     for what, argv in context.plan.commands:
         run_in_guest(context, argv, what)
 
 
-def step_run_update_commands(context: OfflineUpdateContext) -> None:
+def step_run_update_commands(context: DerivedBuildContext) -> None:
     resolved = context.manifest["profile"].get("resolved") or {}
     commands = (resolved.get("undercloud") or {}).get("update_commands") or []
     for command in commands:
@@ -325,7 +363,7 @@ def step_run_update_commands(context: OfflineUpdateContext) -> None:
         run_in_guest(context, ["/bin/sh", "-ec", str(command)], f"update command {command!r}")
 
 
-def step_record_update(context: OfflineUpdateContext) -> None:
+def step_record_update(context: DerivedBuildContext) -> None:
     pm = context.package_manager
     assert pm is not None
     guest = context.guest
@@ -358,7 +396,7 @@ def step_record_update(context: OfflineUpdateContext) -> None:
     )
 
 
-def step_seal_secrets(context: OfflineUpdateContext) -> None:
+def step_seal_secrets(context: DerivedBuildContext) -> None:
     """The new build holds no secret either: what the update made is taken out.
 
     The update commands (undercloud-setup) make passwords and keys when the
@@ -370,7 +408,7 @@ def step_seal_secrets(context: OfflineUpdateContext) -> None:
         context.note(f"secrets taken out (made again on each first boot): {', '.join(sealed)}")
 
 
-def step_close_image(context: OfflineUpdateContext) -> None:
+def step_close_image(context: DerivedBuildContext) -> None:
     guest = context.guest
     for mountpoint in context.mountpoints:
         try:
@@ -382,7 +420,7 @@ def step_close_image(context: OfflineUpdateContext) -> None:
     context.guest = None
 
 
-def step_write_image(context: OfflineUpdateContext) -> None:
+def step_write_image(context: DerivedBuildContext) -> None:
     assert context.work_dir is not None
     profile_image = (context.manifest["profile"].get("resolved") or {}).get("image") or {}
     compression = context.manifest["image"].get("compression", profile_image.get("compression"))
@@ -400,7 +438,7 @@ def step_write_image(context: OfflineUpdateContext) -> None:
     (context.work_dir / INPUT_LINK_NAME).unlink()
 
 
-def step_write_manifest(context: OfflineUpdateContext) -> None:
+def step_write_manifest(context: DerivedBuildContext) -> None:
     assert context.work_dir is not None and context.package_manager is not None
     parent = Manifest.from_dict(context.manifest, str(context.build_dir / MANIFEST_NAME))
     try:
@@ -442,7 +480,7 @@ def step_write_manifest(context: OfflineUpdateContext) -> None:
     )
 
 
-def _publish_output(context: OfflineUpdateContext, timings: dict[str, float]) -> None:
+def _publish_output(context: DerivedBuildContext, timings: dict[str, float]) -> None:
     assert context.work_dir is not None and context.output_dir is not None
     context.new_manifest["timings"] = timings
     write_manifest(context.work_dir / MANIFEST_NAME, context.new_manifest)
@@ -469,7 +507,7 @@ def _publish_output(context: OfflineUpdateContext, timings: dict[str, float]) ->
     context.work_dir = None
 
 
-OFFLINE_UPDATE_STEPS = (
+DERIVED_BUILD_STEPS = (
     step_resolve_puddle,
     step_prepare_output,
     step_open_image,
@@ -484,29 +522,35 @@ OFFLINE_UPDATE_STEPS = (
 )
 
 
-def offline_update_build(
+def derive_build(
     build_dir: Path | str,
     requested_puddle: str,
     puddle_base: str | None = None,
     output_dir: Path | str | None = None,
     install_packages: Sequence[str] = (),
-) -> OfflineUpdateResult:
+    profile_name: str | None = None,
+    profile_family: str | None = None,
+) -> DerivedBuildResult:
     """Write ``build_dir`` updated to ``requested_puddle`` (an id or a label) as a new build.
 
     ``puddle_base`` overrides the profile's / manifest's ``puddle.base_url``;
     ``output_dir`` defaults to ``<build_dir>/../<new build id>`` and must not
     exist or be empty; ``install_packages`` are installed (or upgraded) from
-    the puddle before the upgrade.  Raises :class:`UpdateError` (or another
-    ApplianceError) with nothing written at ``output_dir``.
+    the puddle before the upgrade.  With ``profile_name`` (and
+    ``profile_family``) the parent must be a build of that release and
+    family.  Raises :class:`UpdateError` (or another ApplianceError) with
+    nothing written at ``output_dir``.
     """
-    context = OfflineUpdateContext(
+    context = DerivedBuildContext(
         build_dir=Path(build_dir),
         requested_puddle=requested_puddle,
         puddle_base=puddle_base,
         output_dir=Path(output_dir) if output_dir is not None else None,
         install_packages=tuple(install_packages),
+        profile_name=profile_name,
+        profile_family=profile_family,
     )
-    runner: StepRunner[OfflineUpdateContext] = StepRunner(OFFLINE_UPDATE_STEPS)
+    runner: StepRunner[DerivedBuildContext] = StepRunner(DERIVED_BUILD_STEPS)
     try:
         timings = runner.run(context).as_dict()
         _publish_output(context, timings)
@@ -525,7 +569,7 @@ def offline_update_build(
         if context.work_dir is not None:
             shutil.rmtree(context.work_dir, ignore_errors=True)
     assert context.output_dir is not None
-    return OfflineUpdateResult(
+    return DerivedBuildResult(
         output_dir=context.output_dir,
         build_id=context.build_id,
         puddle_id=context.puddle_id,

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from importer.package_managers import (
+from undercloud_appliance.errors import ApplianceError
+from undercloud_appliance.manifest import MANIFEST_NAME
+from undercloud_appliance.package_managers import (
     PackageManager,
     check_puddle_id,
     check_repo_url,
     get_package_manager,
 )
-from undercloud_appliance.errors import ApplianceError
-from undercloud_appliance.manifest import MANIFEST_NAME
 from undercloud_appliance.puddles import render_repos, resolve_puddle
 
 # The host's 127.0.0.1 as a guest on qemu's user-mode network (slirp) reaches it.

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from importer.package_managers.apt import APT
-from importer.package_managers.dnf import DNF
-from importer.package_managers.interface import (
+from undercloud_appliance.package_managers.apt import APT
+from undercloud_appliance.package_managers.dnf import DNF
+from undercloud_appliance.package_managers.interface import (
     FORBIDDEN_IN_VALUES,
     MANAGED_MARKER,
     PUDDLE_ID_SAFE,
