@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     promote = subparsers.add_parser(
         "promote",
-        help="point a label (e.g. current) at a verified build",
+        help="point a label (e.g. latest) at a verified build",
         description="Re-verify BUILD_ID on the store and move RELEASE/LABEL to it, keeping "
         "the old target as previous-LABEL.",
     )
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--force",
         action="store_true",
         help="promote even though the build has no passing smoke test "
-        "(logged and recorded in its manifest)",
+        "(logged and recorded in the build's PROMOTIONS.json)",
     )
     promote.set_defaults(func=run_promote)
 
