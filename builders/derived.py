@@ -111,7 +111,7 @@ class DerivedBuildResult:
 
 @dataclass
 class DerivedBuildContext:
-    """State shared by the steps of one offline update."""
+    """State shared by the steps of one derived build."""
 
     build_dir: Path
     requested_puddle: str

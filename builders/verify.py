@@ -1,6 +1,6 @@
 """``undercloud-appliance verify BUILD_DIR``: boot a finished build and smoke-test it.
 
-A build made without a bake (``update --offline``, ``--no-bake``) has no
+A build made without a bake (``build --from --no-verify``, ``--no-bake``) has no
 smoke result, so ``promote`` refuses it.  ``verify`` boots the build's
 image as an appliance would boot it (a throwaway qcow2 overlay: the image
 is not touched), runs the smoke commands its manifest carries, and records

@@ -170,7 +170,7 @@ class Manifest:
 
     ``profile``, ``distro``, ``puddle`` and ``dib`` are the JSON objects the
     format describes (``puddle_section`` makes the ``puddle`` one); fields
-    the format does not name (an offline update's ``updated_from`` and
+    the format does not name (a derived build's ``updated_from`` and
     ``update``) are kept in ``extra``.
     """
 
@@ -208,7 +208,7 @@ class Manifest:
         smoke: dict[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> Manifest:
-        """A new build made from this one (an offline update), created now.
+        """A new build made from this one (a derived build), created now.
 
         Profile, distro, dib, undercloud packages and promotions are this
         build's; ``extra`` adds to (and overrides) this build's extra fields.

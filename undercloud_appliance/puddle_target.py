@@ -1,4 +1,4 @@
-"""What the online and offline updaters share: where an update goes and how it fails.
+"""What derived builds and online updates share: where an update goes and how it fails.
 
 - :func:`resolve_puddle_target` pins a puddle id or label with the puddle
   settings a build's manifest carries;

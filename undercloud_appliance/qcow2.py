@@ -1,6 +1,6 @@
 """qemu-img as the project uses it: write a qcow2, read its virtual size.
 
-Builds (builders), offline updates (importer) and the tests' fake builds all
+Builds and derived builds (builders) and the tests' fake builds all
 write their ``undercloud.qcow2`` through ``convert_to_qcow2`` and read its
 size through ``virtual_size``, so the options and the error messages are
 the same everywhere.

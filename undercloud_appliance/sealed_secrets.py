@@ -10,7 +10,7 @@ by the element that makes the secrets, in the image (SEALED_SECRETS_LIST):
     blank GLOB    every password setting (INI "password = ...", YAML
                   "password: ...") in the files is emptied; the setting stays
 
-The builder's seal applies it, and so does an offline update after its
+The builder's seal applies it, and so does a derived build after its
 update commands (undercloud-setup, say, makes passwords and keys again).
 """
 

@@ -1,12 +1,13 @@
-"""Changing an appliance after its build: puddle updates, upgrades, rollback.
+"""Changing an imported appliance: puddle updates, upgrades, rollback.
 
 - :mod:`importer.updates.online`: ``update NAME`` and ``upgrade NAME`` of a
   running appliance over ssh, behind a libvirt snapshot;
 - :mod:`importer.updates.rollback`: ``rollback NAME`` to such a snapshot;
-- :mod:`importer.updates.offline`: ``update --offline BUILD_DIR``, a new
-  build from an old one with libguestfs;
-- :mod:`undercloud_appliance.puddle_target`: what both updaters share (the
-  pinned puddle, the URLs a guest reaches, how a failure reads);
-- :mod:`undercloud_appliance.puddle_history` and
-  :mod:`undercloud_appliance.version_diff`: the records an update leaves.
+- :mod:`importer.updates.local_puddles`: ``--puddle-dir``, a local puddle
+  tree served to the guest for the length of one update.
+
+What they share with derived builds (``builders.derived``) lives in
+``undercloud_appliance``: ``puddle_target`` (the pinned puddle, the URLs a
+guest reaches, how a failure reads), ``package_managers``,
+``puddle_history`` and ``version_diff`` (the records an update leaves).
 """
