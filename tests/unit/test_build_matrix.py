@@ -21,13 +21,14 @@ from builders.build_host import (
     missing_base_image,
     why_not_buildable_here,
 )
-from builders.build_matrix import COLUMNS, matrix_rows
+from builders.build_matrix import COLUMNS, columns_reference, matrix_rows
 from builders.profiles import PROFILES_DIR, list_profiles, load_profile
 from tests.conftest import run_cli
 from tests.support.puddles import serve_directory
 from tests.unit.test_profiles_fixtures import make_profiles_dir, write_profile
 from undercloud_appliance.errors import ProfileError
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = list_profiles(PROFILES_DIR)
 BUILDABLE_HERE = ["debian-ci", "debian-zed"]
 NOT_BUILDABLE_HERE = ["osp-16.2", "osp-17.1", "rdo-antelope", "rdo-zed"]
@@ -151,6 +152,11 @@ def test_build_refuses_with_the_matrix_reason_before_writing_anything(
         + rows_by_profile[name]["reason"]
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_reference_in_the_ci_document_matches_the_columns() -> None:
+    document = (REPO_ROOT / "docs" / "ci-pipelines.rst").read_text(encoding="utf-8")
+    assert columns_reference() in document
 
 
 # -- the host check on profiles of a test's own ------------------------------
