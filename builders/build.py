@@ -20,6 +20,7 @@ from typing import Any
 from builders import dib
 from builders.appliance_data import write_appliance_data
 from builders.bake import bake, make_bake_key
+from builders.build_host import check_buildable_here
 from builders.disk import (
     DiskFacts,
     finish_disk,
@@ -35,7 +36,7 @@ from builders.ironic_images import (
     add_images_to_disk,
     ensure_image,
 )
-from builders.profiles import Profile, load_profile, validate_profile_statically
+from builders.profiles import Profile, load_profile
 from undercloud_appliance.errors import ApplianceError, BuildError
 from undercloud_appliance.manifest import (
     Manifest,
@@ -106,11 +107,6 @@ class BuildContext:
         if self.puddle_base is not None:
             puddle["base_url"] = self.puddle_base.rstrip("/")
         return puddle
-
-
-def step_validate_profile(context: BuildContext) -> None:
-    """Elements exist and templates render: fail before DIB spends minutes."""
-    validate_profile_statically(context.profile)
 
 
 def step_pin_puddle(context: BuildContext) -> None:
@@ -264,7 +260,6 @@ def step_compress_image(context: BuildContext) -> None:
 
 
 BUILD_STEPS = (
-    step_validate_profile,
     step_pin_puddle,
     step_render_appliance_data,
     step_build_ironic_images,
@@ -330,8 +325,13 @@ def build(
     replace: bool = False,
     bake: bool = True,
 ) -> Path:
-    """Build ``profile_name``; return the finished build directory."""
+    """Build ``profile_name``; return the finished build directory.
+
+    A profile that is invalid or that this host cannot build (see
+    ``builders.build_host``) is refused before anything is written.
+    """
     profile = load_profile(profile_name)
+    check_buildable_here(profile, requested_puddle=requested_puddle, puddle_base=puddle_base)
     context = BuildContext(profile, Path(), requested_puddle, puddle_base, bake)
     output = Path(output or Path.cwd() / "builds" / context.build_id).absolute()
     context.output = output

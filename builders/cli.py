@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from builders.build_command import register_build_command
+from builders.build_matrix import columns_help
 from undercloud_appliance.errors import ProfileError
 
 
@@ -49,7 +50,7 @@ def verify_command(args: argparse.Namespace) -> int:
 
 
 def register_profile_commands(subparsers: argparse._SubParsersAction) -> None:
-    """``profiles list|show|validate``."""
+    """``profiles list|show|validate|matrix``."""
     profiles = subparsers.add_parser(
         "profiles",
         help="list, show and validate release profiles",
@@ -65,8 +66,43 @@ def register_profile_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     actions = profiles.add_subparsers(dest="profiles_command", metavar="ACTION", required=True)
 
-    listing = actions.add_parser("list", help="names of the buildable release profiles")
+    listing = actions.add_parser(
+        "list",
+        help="names of the buildable release profiles",
+        description="Print the release profile names, one a line; with --json, the build "
+        "matrix's rows (see 'profiles matrix --help').",
+    )
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of objects, one per profile, with the fields of "
+        "'profiles matrix' (this probes the profiles' mirrors)",
+    )
     listing.set_defaults(func=list_command)
+
+    matrix = actions.add_parser(
+        "matrix",
+        help="the build matrix for CI: each profile, its family, release, puddle, store "
+        "and whether this host can build it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="One row per release profile.  'buildable' is what 'build' decides\n"
+        "before it writes anything (builders/build_host.py): the profile is valid, the\n"
+        "servers the build downloads from answer this host and a base image DIB cannot\n"
+        "download is here.  Run it where the builds run.\n\n"
+        "Text: a table.  --json: one line,\n"
+        '  {"include": [{"profile": "debian-zed", ...}, ...]}\n'
+        "the shape GitHub Actions' strategy.matrix takes as is (fromJSON).  Each row's\n"
+        "fields (profiles list --json prints the rows as a JSON list):\n" + columns_help(),
+    )
+    matrix.add_argument(
+        "--json", action="store_true", help='print {"include": [ROW, ...]} on one line'
+    )
+    matrix.add_argument(
+        "--buildable-only",
+        action="store_true",
+        help="leave out the profiles this host cannot build",
+    )
+    matrix.set_defaults(func=matrix_command)
 
     show = actions.add_parser(
         "show", help="print a resolved profile with the file:line of each value"
@@ -93,10 +129,23 @@ def register_profile_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def list_command(args: argparse.Namespace) -> int:
+    if args.json:
+        from builders.build_matrix import matrix_rows, rows_as_json_list
+
+        print(rows_as_json_list(matrix_rows(args.profiles_dir)))
+        return 0
     from builders.profiles import list_profiles
 
     for name in list_profiles(args.profiles_dir):
         print(name)
+    return 0
+
+
+def matrix_command(args: argparse.Namespace) -> int:
+    from builders.build_matrix import matrix_rows, rows_as_matrix_json, rows_as_table
+
+    rows = matrix_rows(args.profiles_dir, buildable_only=args.buildable_only)
+    sys.stdout.write(rows_as_matrix_json(rows) + "\n" if args.json else rows_as_table(rows))
     return 0
 
 

@@ -46,7 +46,7 @@ from importer import libvirt_domain
 from importer.appliance_state import RECORD_NAME, read_record, record_change, state_dir_for
 from importer.cache import write_manifest_with_signature
 from importer.fetch import resolve_build_id
-from importer.handoff import SSH_CONFIG_NAME, ssh_command
+from importer.handoff import SSH_CONFIG_NAME, ssh_command, wait_for_ssh
 from importer.published_build import PublishedBuild, read_cached_manifest, read_published_build
 from importer.smoke import first_failure, run_smoke_commands
 from importer.updates.local_puddles import (
@@ -77,6 +77,7 @@ from undercloud_appliance.version_diff import VersionDiff, diff_versions
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_SECONDS = 3600
+SSH_CHECK_SECONDS = 120
 
 
 @dataclass
@@ -240,7 +241,13 @@ def step_check_appliance(context: OnlineUpdateContext) -> None:
     if context.trusted_key:
         context.record["trusted_key"] = context.trusted_key
     context.previous_puddle_id = context.record.get("puddle")
-    run_over_ssh(context, ["true"], "checking ssh", sudo=False, timeout=60)
+    # One ssh attempt can miss its 5 s banner under TCG on a busy host: retry a while.
+    wait_for_ssh(
+        context.ssh_config,
+        context.name,
+        SSH_CHECK_SECONDS,
+        lambda: libvirt_domain.state_name(context.domain) == "running",
+    )
 
 
 def step_read_target_release(context: OnlineUpdateContext) -> None:

@@ -40,6 +40,8 @@ CODE_DIRECTIVE = re.compile(r"^\s*\.\.\s+(?:code-block|code|sourcecode)::\s*(\S*
 OTHER_DIRECTIVE = re.compile(r"^\s*\.\.\s+[\w:-]+::")
 INLINE_LITERAL = re.compile(r"``(?!\s)(.+?)(?<!\s)``", re.DOTALL)
 SHELL_OPERATORS = {"|", "||", "&&", ";", "&"}
+# A redirection and its target are the shell's, not the command's arguments.
+REDIRECTION = re.compile(r"^[0-9]*(?:>>|>|<)(.*)$")
 PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*|<[^>]+>|\$\{?\w+\}?")
 ENV_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
 
@@ -131,10 +133,18 @@ def split_segments(tokens: list[str]) -> Iterator[list[str]]:
     """Split at shell operators; a ``|`` inside ``[...]`` is a synopsis alternative."""
     depth = 0
     segment: list[str] = []
+    redirected = False
     for token in tokens:
+        if redirected:  # the target of a redirection written apart: "> FILE"
+            redirected = False
+            continue
         if depth == 0 and token in SHELL_OPERATORS:
             yield segment
             segment = []
+            continue
+        redirection = REDIRECTION.match(token) if depth == 0 else None
+        if redirection:
+            redirected = not redirection.group(1)
             continue
         depth += token.count("[") - token.count("]")
         segment.append(token)
