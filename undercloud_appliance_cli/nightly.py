@@ -308,6 +308,27 @@ def run_nightly(
     return runs
 
 
+def reason_not_buildable(name: str, options: NightlyOptions) -> str | None:
+    """Why this host cannot build ``name`` (``profiles matrix``' reason), or None.
+
+    A profile that does not load is not skipped: it fails, at pin-puddle.
+    """
+    from builders.build_host import NotBuildableHere, check_buildable_here
+    from builders.profiles import load_profile
+
+    try:
+        check_buildable_here(
+            load_profile(name),
+            requested_puddle=options.requested_puddle,
+            puddle_base=options.puddle_base,
+        )
+    except NotBuildableHere as refusal:
+        return refusal.reason
+    except ApplianceError:
+        return None
+    return None
+
+
 def summary_table(runs: Sequence[ProfileRun]) -> str:
     """The terminal summary: one row per profile."""
     header = ("profile", "status", "kind", "build", "parent", "puddle", "verdict", "time")
@@ -405,7 +426,7 @@ def nightly_command(args: argparse.Namespace) -> int:
         trusted_key=args.trusted_key,
     )
     profiles = args.profiles or list_profiles()
-    runs = run_nightly(profiles, options, lambda name: None)
+    runs = run_nightly(profiles, options, lambda name: reason_not_buildable(name, options))
     print(summary_table(runs))
     if args.report:
         write_report(args.report, runs, options)

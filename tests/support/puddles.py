@@ -65,6 +65,9 @@ class TestPackage:
     # The postinst makes /etc/undercloud-appliance/<name>-password, as an
     # update's undercloud-setup makes passwords: an updated build must not keep it.
     makes_secret: bool = False
+    # The postinst masks this systemd unit: the package installs, the appliance's
+    # smoke test then fails (a puddle that passes the build and fails verification).
+    masks_unit: str | None = None
 
     def __post_init__(self) -> None:
         if not PACKAGE_NAME.match(self.name):
@@ -140,6 +143,11 @@ def build_deb(package: TestPackage, output_dir: Path) -> Path:
                 f"(umask 077; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' "
                 f"> /etc/undercloud-appliance/{package.name}-password)\n"
                 if package.makes_secret
+                else ""
+            )
+            + (
+                f"ln -sf /dev/null /etc/systemd/system/{package.masks_unit}\n"
+                if package.masks_unit
                 else ""
             )
             + (

@@ -9,6 +9,7 @@ real derived builds and verification.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def nightly(tmp_path: Path, store: str, *args: str):
     result = run_cli(
         "nightly", *args, "--store", store, "--work-dir", str(tmp_path / "work"),
         "--report", str(report), check=False,
+        env={**os.environ, "UNDERCLOUD_APPLIANCE_CACHE": str(tmp_path / "cache")},
     )  # fmt: skip
     return result, json.loads(report.read_text())["profiles"] if report.exists() else None
 
@@ -65,9 +67,10 @@ def test_the_same_recipe_and_puddle_is_left_unchanged(tmp_path: Path) -> None:
 def test_failures_name_profile_and_step_and_do_not_stop_the_others(tmp_path: Path) -> None:
     store, build_id = promoted_parent(tmp_path, "2026-11-21.1")
     # An older puddle than the parent's: refused before anything is written.
+    (tmp_path / "puddles").mkdir()
     result, runs = nightly(
         tmp_path, store, "no-such-profile", PROFILE,
-        "--puddle", "2026-11-20.1", "--puddle-base", "http://127.0.0.1:9",
+        "--puddle", "2026-11-20.1", "--puddle-base", f"file://{tmp_path / 'puddles'}",
     )  # fmt: skip
     assert result.returncode == 1
     error = result.stderr.strip().splitlines()[-1]
@@ -90,7 +93,19 @@ def test_a_store_that_lost_the_parent_fails_at_find_parent(tmp_path: Path) -> No
     result, runs = nightly(tmp_path, store, PROFILE)
     assert result.returncode == 1
     (run,) = runs
-    assert run["failed_step"] == "find-parent" and build_id in run["error"]
+    assert run["failed_step"] == "find-parent", run
+    assert build_id in run["error"]
+
+
+def test_a_profile_this_host_cannot_build_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    store, _ = promoted_parent(tmp_path, "2026-11-21.1")
+    result, runs = nightly(
+        tmp_path, store, PROFILE, "--puddle", "2026-11-22.1", "--puddle-base", "http://127.0.0.1:9"
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = runs
+    assert run["status"] == "skipped" and "http://127.0.0.1:9" in run["reason"]
+    assert f"{PROFILE}: " in result.stdout.splitlines()[-1]
 
 
 def test_the_recipe_leaves_out_the_puddle_only() -> None:
