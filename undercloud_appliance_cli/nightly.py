@@ -173,7 +173,7 @@ def step_build(context: NightlyContext) -> None:
         )
     context.manifest = json.loads((context.build_dir / MANIFEST_NAME).read_text())
     context.run.build_id = context.manifest["build_id"]
-    context.run.image_size = context.manifest["image"]["size"]
+    context.run.image_size = context.manifest["image"]["file_size"]
 
 
 def step_verify(context: NightlyContext) -> None:
@@ -279,10 +279,15 @@ def run_profile(name: str, options: NightlyOptions) -> ProfileRun:
         started = time.monotonic()
         try:
             step(context)
-        except ApplianceError as error:
+        except Exception as error:  # noqa: BLE001 - one profile's failure, whatever it is
+            # A defect (not an ApplianceError) too: the other profiles and the report go on.
             context.run.status, context.run.failed_step = "failed", step_name
-            context.run.error = str(error)
-            log.error("%s: %s failed: %s", name, step_name, error)
+            context.run.error = (
+                str(error)
+                if isinstance(error, ApplianceError)
+                else f"internal error: {type(error).__name__}: {error}"
+            )
+            log.error("%s: %s failed: %s", name, step_name, context.run.error)
             return context.run
         finally:
             context.run.step_seconds[step_name] = round(time.monotonic() - started, 1)
