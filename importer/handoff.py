@@ -235,7 +235,15 @@ def write_handoff(
     return ssh_config, inventory
 
 
-def ssh_command(ssh_config: Path, name: str, *remote: str) -> list[str]:
+# Polling for a booting guest wants short attempts; a command for a guest that
+# is up waits longer: under TCG on a busy host sshd can take seconds to greet.
+POLL_CONNECT_TIMEOUT = 5
+COMMAND_CONNECT_TIMEOUT = 30
+
+
+def ssh_command(
+    ssh_config: Path, name: str, *remote: str, connect_timeout: int = COMMAND_CONNECT_TIMEOUT
+) -> list[str]:
     return [
         "ssh",
         "-F",
@@ -243,7 +251,7 @@ def ssh_command(ssh_config: Path, name: str, *remote: str) -> list[str]:
         "-o",
         "BatchMode=yes",
         "-o",
-        "ConnectTimeout=5",
+        f"ConnectTimeout={connect_timeout}",
         name,
         *remote,
     ]
@@ -258,7 +266,7 @@ def wait_for_ssh(
         if not still_running():
             raise VirtError(f"domain {name!r} stopped while waiting for ssh")
         result = subprocess.run(
-            ssh_command(ssh_config, name, "true"),
+            ssh_command(ssh_config, name, "true", connect_timeout=POLL_CONNECT_TIMEOUT),
             capture_output=True,
             text=True,
             timeout=30,
