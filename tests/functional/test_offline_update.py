@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from builders.build_command import format_derived_result
 from builders.derived import DerivedBuildResult, derive_build
-from importer.cli import format_offline_result
 from tests.support.fake_build import file_digests
 from tests.support.puddles import (
     HOOK_PACKAGE,
@@ -56,14 +56,14 @@ class UpdatedBuild:
 def update(input_dir: Path, output_dir: Path, requested: str, **kwargs: Any) -> UpdatedBuild:
     before = file_digests(input_dir)
     result = derive_build(input_dir, requested, output_dir=output_dir, **kwargs)
-    print(f"\n{format_offline_result(result)}")
+    print(f"\n{format_derived_result(result, None)}")
     return UpdatedBuild(input_dir, before, result)
 
 
 @pytest.fixture(scope="module")
 def p1_build(appliance_build: Path, p1_offline_update) -> UpdatedBuild:
     before, result = p1_offline_update
-    print(f"\n{format_offline_result(result)}")
+    print(f"\n{format_derived_result(result, None)}")
     return UpdatedBuild(appliance_build, before, result)
 
 
