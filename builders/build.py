@@ -1,9 +1,15 @@
 """``undercloud-appliance build``: a release profile becomes a build directory.
 
-The build reads as a list of small timed steps (see ``BUILD_STEPS``).  The
-output directory is complete or absent: everything happens in a temporary
-sibling directory renamed into place last.  On failure only the build log
-is kept, next to where the output would have been.
+The build reads as a list of small timed steps (see ``PREPARING_STEPS``
+and ``BUILD_STEPS``).  The output directory is complete or absent:
+everything happens in a temporary sibling directory renamed into place
+last.  On failure only the build log is kept, next to where the output
+would have been.
+
+The preparing steps end with a digest of the build's inputs
+(``builders.input_digest``), recorded in the manifest.  ``--replace`` over
+an intact build of the same inputs is a cache hit: that build is kept as
+it is and nothing is rebuilt (``--rebuild`` builds anyway).
 """
 
 from __future__ import annotations
@@ -28,18 +34,21 @@ from builders.disk import (
     place_filesystem_on_disk,
     seal_mounted_os,
 )
+from builders.input_digest import ApplianceInputs
 from builders.ironic_images import (
     BACKGROUND_IMAGE_KINDS,
     IMAGE_KINDS,
     BackgroundImage,
     IronicImagesSpec,
     add_images_to_disk,
+    cache_key,
     ensure_image,
 )
 from builders.profiles import Profile, load_profile
 from undercloud_appliance.errors import ApplianceError, BuildError
 from undercloud_appliance.manifest import (
     Manifest,
+    ManifestError,
     ManifestImage,
     file_sha256,
     new_build_id,
@@ -47,7 +56,7 @@ from undercloud_appliance.manifest import (
 )
 from undercloud_appliance.puddles import render_repos, resolve_puddle
 from undercloud_appliance.qcow2 import convert_to_qcow2
-from undercloud_appliance.steps import StepRunner
+from undercloud_appliance.steps import StepRunner, StepTimings
 from undercloud_appliance.store_layout import IMAGE_NAME, MANIFEST_NAME
 
 log = logging.getLogger(__name__)
@@ -81,6 +90,7 @@ class BuildContext:
     puddle_id: str | None = None
     repos: list[dict[str, Any]] = field(default_factory=list)
     elements: list[str] = field(default_factory=list)
+    input_digest: str | None = None
     facts: DiskFacts | None = None
     image_sha256: str = ""
     smoke: dict[str, Any] | None = None
@@ -121,6 +131,33 @@ def step_pin_puddle(context: BuildContext) -> None:
     log.info("    puddle: %s", context.puddle_id or "none (distro mirror only)")
 
 
+def step_digest_inputs(context: BuildContext) -> None:
+    """Everything the image is made from, as one digest (``builders.input_digest``)."""
+    context.elements = appliance_elements(context.profile.data)
+    context.input_digest = appliance_inputs(context).digest()
+    log.info("    input digest: %s", context.input_digest)
+
+
+def appliance_elements(data: dict[str, Any]) -> list[str]:
+    """The elements disk-image-create gets, in order."""
+    return [data["distro"]["base_element"], *APPLIANCE_ELEMENTS, *data["elements"]]
+
+
+def appliance_inputs(context: BuildContext) -> ApplianceInputs:
+    """The inputs of ``context``'s build, once its puddle is pinned."""
+    spec = IronicImagesSpec.from_profile(context.profile.data)
+    return ApplianceInputs(
+        profile=context.profile.data,
+        puddle=context.puddle,
+        puddle_id=context.puddle_id,
+        repos=context.repos,
+        elements=context.elements,
+        bake=context.baking,
+        dib_version=dib.dib_version(),
+        ironic_image_keys={kind: cache_key(kind, spec) for kind in IMAGE_KINDS} if spec else {},
+    )
+
+
 def step_render_appliance_data(context: BuildContext) -> None:
     data = context.profile.data
     write_appliance_data(
@@ -132,7 +169,6 @@ def step_render_appliance_data(context: BuildContext) -> None:
         user=data["image"]["user"],
         provisioning=data["provisioning"],
     )
-    context.elements = [data["distro"]["base_element"], *APPLIANCE_ELEMENTS, *data["elements"]]
 
 
 def step_build_ironic_images(context: BuildContext) -> None:
@@ -259,8 +295,12 @@ def step_compress_image(context: BuildContext) -> None:
     context.image_sha256 = file_sha256(context.work / IMAGE_NAME)
 
 
-BUILD_STEPS = (
+# Before the work directory exists: a cache hit must touch nothing.
+PREPARING_STEPS = (
     step_pin_puddle,
+    step_digest_inputs,
+)
+BUILD_STEPS = (
     step_render_appliance_data,
     step_build_ironic_images,
     step_run_diskimage_builder,
@@ -314,7 +354,59 @@ def manifest_for(context: BuildContext, timings: dict[str, float]) -> Manifest:
         timings=timings,
         smoke=context.smoke,
         ironic_images=context.ironic_images,
+        input_digest=context.input_digest,
     )
+
+
+def reusable_build(output: Path, input_digest: str) -> str | None:
+    """The id of the build in ``output`` if it is intact and made from ``input_digest``.
+
+    Intact: its manifest is valid and its image has the size and sha256 the
+    manifest records (hashing the image takes seconds: about 1 GB for
+    ``debian-zed``; a size and mtime check would trust a file edited in
+    place).  Otherwise None, and the log says why the build runs.
+    """
+    if not (output / MANIFEST_NAME).is_file():
+        if output.exists() and any(output.iterdir()):
+            log.info("build cache: %s holds no %s: rebuilding", output, MANIFEST_NAME)
+        return None
+    try:
+        manifest = Manifest.read(output)
+    except ManifestError as error:
+        log.info("build cache: %s: rebuilding", error)
+        return None
+    where = f"{output}'s build {manifest.build_id}"
+    if manifest.input_digest is None:
+        log.info("build cache: %s records no input digest: rebuilding", where)
+        return None
+    if manifest.input_digest != input_digest:
+        log.info(
+            "build cache: input digest differs from %s (%s, now %s): rebuilding",
+            where,
+            manifest.input_digest,
+            input_digest,
+        )
+        return None
+    image = output / IMAGE_NAME
+    size = image.stat().st_size if image.is_file() else None
+    if size != manifest.image.file_size or file_sha256(image) != manifest.image.sha256:
+        log.info("build cache: %s has an image that does not match its manifest: rebuilding", where)
+        return None
+    return manifest.build_id
+
+
+def prepare_build(
+    profile_name: str,
+    requested_puddle: str | None = None,
+    puddle_base: str | None = None,
+    bake: bool = True,
+) -> tuple[BuildContext, StepTimings]:
+    """The preparing steps: the profile checked, the puddle pinned, the inputs digested."""
+    profile = load_profile(profile_name)
+    check_buildable_here(profile, requested_puddle=requested_puddle, puddle_base=puddle_base)
+    context = BuildContext(profile, Path(), requested_puddle, puddle_base, bake)
+    log.info("build of %s (%s)", profile.name, profile.file)
+    return context, StepRunner(PREPARING_STEPS).run(context)
 
 
 def build(
@@ -324,26 +416,44 @@ def build(
     puddle_base: str | None = None,
     replace: bool = False,
     bake: bool = True,
+    rebuild: bool = False,
 ) -> Path:
     """Build ``profile_name``; return the finished build directory.
 
     A profile that is invalid or that this host cannot build (see
-    ``builders.build_host``) is refused before anything is written.
+    ``builders.build_host``) is refused before anything is written.  With
+    ``replace``, an intact build of the same inputs already in ``output`` is
+    kept as it is and returned (a cache hit), unless ``rebuild``.
     """
-    profile = load_profile(profile_name)
-    check_buildable_here(profile, requested_puddle=requested_puddle, puddle_base=puddle_base)
-    context = BuildContext(profile, Path(), requested_puddle, puddle_base, bake)
-    output = Path(output or Path.cwd() / "builds" / context.build_id).absolute()
+    if output is not None:
+        output = Path(output).absolute()
+        if output.exists() and any(output.iterdir()) and not replace:
+            raise BuildError(f"{output} exists and is not empty (use --replace to overwrite it)")
+    context, step_timings = prepare_build(profile_name, requested_puddle, puddle_base, bake)
+    assert context.input_digest is not None
+    profile = context.profile
+    output = output or (Path.cwd() / "builds" / context.build_id).absolute()
     context.output = output
-    if output.exists() and any(output.iterdir()) and not replace:
-        raise BuildError(f"{output} exists and is not empty (use --replace to overwrite it)")
+    if replace and not rebuild:
+        reused = reusable_build(output, context.input_digest)
+        if reused is not None:
+            log.info(
+                "build cache hit: %s holds build %s of the same inputs (input digest %s, "
+                "image sha256 checked): kept as it is, nothing rebuilt (--rebuild builds anyway)",
+                output,
+                reused,
+                context.input_digest,
+            )
+            return output
     output.parent.mkdir(parents=True, exist_ok=True)
     context.work = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     failed_log = output.parent / f"{output.name}.failed.log"
     log.info("building %s (%s) as %s", profile.name, profile.file, context.build_id)
     try:
-        context.build_log.write_text(f"build {context.build_id} of {profile.name}\n")
-        timings = StepRunner(BUILD_STEPS).run(context).as_dict()
+        context.build_log.write_text(
+            f"build {context.build_id} of {profile.name}\ninput digest {context.input_digest}\n"
+        )
+        timings = StepRunner(BUILD_STEPS, step_timings).run(context).as_dict()
         manifest_for(context, timings).write(context.work / MANIFEST_NAME)
         for leftover in ("appliance-data", "rootfs.d"):
             shutil.rmtree(context.work / leftover, ignore_errors=True)

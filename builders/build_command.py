@@ -35,7 +35,16 @@ def register_build_command(subparsers: argparse._SubParsersAction) -> None:
         "--output", type=Path, metavar="DIR", help="build directory (default: ./builds/BUILD_ID)"
     )
     parser.add_argument(
-        "--replace", action="store_true", help="replace OUTPUT if it already exists"
+        "--replace",
+        action="store_true",
+        help="replace OUTPUT if it already exists, unless it holds an intact build of the "
+        "same inputs (the manifest's input_digest): that one is kept and nothing is rebuilt",
+    )
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="with --replace: build even when OUTPUT holds a build of the same inputs "
+        "(e.g. for the distro mirror's newer packages, which the digest does not cover)",
     )
     derived = parser.add_argument_group("derived builds (--from)")
     derived.add_argument(
@@ -87,6 +96,7 @@ def run_build(args: argparse.Namespace) -> int:
         puddle_base=args.puddle_base,
         replace=args.replace,
         bake=args.bake,
+        rebuild=args.rebuild,
     )
     print(output)
     return 0

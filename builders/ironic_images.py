@@ -40,6 +40,7 @@ from typing import Any
 from builders import dib
 from builders import disk as disk_module
 from builders.disk import finish_disk, place_filesystem_on_disk
+from builders.input_digest import add_tree
 from builders.profiles.settings import CONSTRAINTS_DIR
 from undercloud_appliance.errors import BuildError
 from undercloud_appliance.manifest import file_sha256
@@ -91,19 +92,13 @@ class IronicImagesSpec:
         return CONSTRAINTS_DIR / f"upper-constraints-{self.constraints}.txt"
 
 
-def _tree_digest(digest: Any, directory: Path) -> None:
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(directory)).encode() + b"\0")
-        digest.update(path.read_bytes())
-
-
 def cache_key(kind: str, spec: IronicImagesSpec) -> str:
     """A digest of everything the ``kind`` image is made from."""
     digest = hashlib.sha256(kind.encode())
     digest.update(json.dumps(dict(spec.distro), sort_keys=True).encode())
     digest.update(dib.dib_version().encode())
     for element in OUR_ELEMENTS[kind]:
-        _tree_digest(digest, dib.ELEMENTS_DIR / element)
+        add_tree(digest, dib.ELEMENTS_DIR / element)
     if kind == "ramdisk":
         digest.update(spec.agent_version.encode())
         digest.update(spec.constraints_file.read_bytes())

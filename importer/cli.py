@@ -402,7 +402,8 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def _import_and_smoke_test(options: ImportOptions, smoke: bool) -> int:
-    from importer.handoff import APPLIANCE_CLOUDS_YAML, SSH_USER
+    from importer.appliance_state import CONSOLE_LOG_NAME, state_dir_for
+    from importer.handoff import next_steps
     from importer.imports import GUEST_BOOT_STEPS
     from importer.imports import run_import as import_appliance
 
@@ -416,12 +417,6 @@ def _import_and_smoke_test(options: ImportOptions, smoke: bool) -> int:
         f"{' + '.join(GUEST_BOOT_STEPS)})"
     )
     print(f"wrote {result.ssh_config} and {result.inventory}")
-    if not result.already_imported:
-        # The appliance made its own passwords on its first boot; they never leave it.
-        print(
-            f"credentials: ~{SSH_USER}/{APPLIANCE_CLOUDS_YAML} in the appliance "
-            "(its own admin password; cloud 'undercloud')"
-        )
     if record.get("nodes"):
         nodes = record["nodes"]
         print(
@@ -434,7 +429,8 @@ def _import_and_smoke_test(options: ImportOptions, smoke: bool) -> int:
         from importer.imports import smoke_test_import
 
         failure = smoke_test_import(result)
-    print(result.ssh_hint)
+    console_log = state_dir_for(result.name) / CONSOLE_LOG_NAME
+    print("\n".join(next_steps(result.name, result.ssh_hint, console_log)))
     if failure:
         from importer.smoke import SmokeError
 

@@ -46,6 +46,23 @@ HOST_KEY_REFUSED = "Host key verification failed"
 NODE_SSH_USER = "root"
 
 
+def next_steps(name: str, ssh_hint: str, console_log: Path) -> list[str]:
+    """What ``import`` prints last: reach the cloud, look at the appliance, update, remove.
+
+    ``ssh_hint`` is the ``ssh -F ... NAME`` command.  The admin credentials
+    are the appliance's own (made on its first boot, they never leave it).
+    README.rst's "After import" shows the same lines.
+    """
+    return [
+        "next steps:",
+        f"  {ssh_hint}  # then: export OS_CLOUD=undercloud "
+        f"(admin credentials: ~{SSH_USER}/{APPLIANCE_CLOUDS_YAML})",
+        f"  undercloud-appliance status {name}  # console log: {console_log}",
+        f"  undercloud-appliance update {name} --puddle latest [--puddle-base URL]",
+        f"  undercloud-appliance destroy {name}",
+    ]
+
+
 @dataclass(frozen=True)
 class SshKey:
     private: Path

@@ -756,6 +756,9 @@ def import_record(context: ImportContext, timings: StepTimings) -> dict[str, Any
     for key in ("release", "puddle", "manifest", "changes"):
         if previous_record.get("changes") and key in previous_record:
             record[key] = previous_record[key]
+    # ... and the smoke results of the import it repeats (it runs none).
+    if "smoke" in previous_record:
+        record["smoke"] = previous_record["smoke"]
     return record
 
 

@@ -78,6 +78,7 @@ def run_publish(args: argparse.Namespace) -> int:
     finally:
         store.close()
     log.info("step timings: %s", timings.as_dict())
+    # The build's place in the store, whether published now or already there.
     print(context.where)
     return 0
 
@@ -91,7 +92,10 @@ def run_promote(args: argparse.Namespace) -> int:
         previous = promote(store, args.release, args.build_id, args.label, force=args.force)
     finally:
         store.close()
-    print(f"{args.release}/{args.label} -> {args.build_id} (previous: {previous or 'none'})")
+    if previous == args.build_id:
+        print(f"{args.release}/{args.label} -> {args.build_id} (already: nothing changed)")
+    else:
+        print(f"{args.release}/{args.label} -> {args.build_id} (previous: {previous or 'none'})")
     return 0
 
 

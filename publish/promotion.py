@@ -7,7 +7,8 @@ none); ``force`` overrides the smoke rule only, is logged and is recorded
 in the build's ``PROMOTIONS.json`` (not in manifest.json, which SHA256SUMS
 and its signature cover and which never changes once published).  All of it
 runs under the release lock, so two promotions serialise and ``prune``
-cannot delete the build meanwhile.
+cannot delete the build meanwhile.  Promoting a build to the label that
+already shows it changes nothing and verifies nothing: a no-op.
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ def resolve_label(store: Store, release: str, label: str) -> str:
     return build_id
 
 
+def label_shows(store: Store, release: str, label: str) -> str | None:
+    """The build id ``label`` shows, or None when it is unset or unreadable."""
+    try:
+        return resolve_label(store, release, label)
+    except (NotFoundError, ChecksumError):
+        return None
+
+
 def verify_published_build(store: Store, release: str, build_id: str) -> dict[str, Any]:
     """Re-verify a published build from the stored bytes; return its manifest."""
     build = build_path(release, build_id)
@@ -115,11 +124,17 @@ def verify_published_build(store: Store, release: str, build_id: str) -> dict[st
 def promote(
     store: Store, release: str, build_id: str, label: str, force: bool = False
 ) -> str | None:
-    """Point ``label`` at ``build_id``; return the build it showed before."""
+    """Point ``label`` at ``build_id``; return the build it showed before.
+
+    When it shows ``build_id`` already, nothing changes (and ``build_id`` is returned).
+    """
     check_release(release)
     check_build_id(build_id)
     check_promotable_label(label)
     with store.lock(release):
+        if label_shows(store, release, label) == build_id:
+            log.info("%s/%s already points at %s: nothing changed", release, label, build_id)
+            return build_id
         manifest = verify_published_build(store, release, build_id)
         problem = smoke_problem(manifest.get("smoke"))
         if problem is not None:

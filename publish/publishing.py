@@ -5,6 +5,11 @@ the image's size locally, check the store, stage a hidden directory, upload
 the image while hashing it (one read pass), compare with the manifest,
 write the checksum files (and signature), commit by renaming the directory.
 Any failure removes the staging directory: a build is complete or absent.
+
+A build already in the store is never changed: publishing it again is a
+no-op when the store's ``SHA256SUMS`` lists the checksums this build
+directory would publish (image, manifest.json, BUILD_ID), and an error when
+the store holds other content under the same build id.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from undercloud_appliance.checksum_files import checksum_line, render_sums, sha256_hex
+from undercloud_appliance.checksum_files import (
+    checksum_line,
+    parse_sums,
+    render_sums,
+    sha256_hex,
+)
 from undercloud_appliance.errors import (
     ApplianceError,
     ChecksumError,
@@ -60,6 +70,7 @@ class PublishContext:
     manifest_bytes: bytes = b""
     staging: str | None = None
     digests: Digests | None = None
+    already_published: bool = False
 
     @property
     def release(self) -> str:
@@ -108,8 +119,43 @@ def step_read_manifest(context: PublishContext) -> None:
 
 
 def step_check_store(context: PublishContext) -> None:
-    if context.store.exists(f"{build_path(context.release, context.build_id)}/{BUILD_ID_NAME}"):
-        raise ApplianceError(f"{context.where}: build {context.build_id} is already published")
+    """A build already published (its BUILD_ID is written last) is compared, never changed."""
+    build = build_path(context.release, context.build_id)
+    if not context.store.exists(f"{build}/{BUILD_ID_NAME}"):
+        return
+    # What this build directory would list in SHA256SUMS, from its manifest:
+    # the image is not read again (publish hashes it only when it uploads it).
+    expected = {
+        IMAGE_NAME: context.manifest["image"]["sha256"],
+        MANIFEST_NAME: sha256_hex(context.manifest_bytes),
+        BUILD_ID_NAME: sha256_hex(f"{context.build_id}\n".encode()),
+    }
+    try:
+        stored = parse_sums(
+            context.store.read_text(f"{build}/{SUMS_NAME}"), f"{context.where}/{SUMS_NAME}"
+        )
+    except NotFoundError:
+        stored = {}
+    differing = [name for name, sha256 in expected.items() if stored.get(name) != sha256]
+    if differing:
+        raise ApplianceError(
+            f"{context.where}: build {context.build_id} is already published with other "
+            f"content ({', '.join(differing)} differ from the store's {SUMS_NAME}); "
+            "nothing published"
+        )
+    if context.sign_key and not context.store.exists(f"{build}/{SIGNATURE_NAME}"):
+        raise ApplianceError(
+            f"{context.where}: build {context.build_id} is already published unsigned; "
+            f"a published build never changes: nothing published, {SIGNATURE_NAME} not added"
+        )
+    context.already_published = True
+    log.info(
+        "%s: build %s already published, identical (%s in the store's %s): nothing uploaded",
+        context.where,
+        context.build_id,
+        ", ".join(expected),
+        SUMS_NAME,
+    )
 
 
 def step_stage(context: PublishContext) -> None:
@@ -198,9 +244,12 @@ def step_commit(context: PublishContext) -> None:
     context.staging = None
 
 
-STEPS = [
+# Decide first: a build already published stops after these.
+CHECKING_STEPS = [
     step_read_manifest,
     step_check_store,
+]
+PUBLISHING_STEPS = [
     step_stage,
     step_upload_image,
     step_verify_checksums,
@@ -212,10 +261,15 @@ STEPS = [
 def publish_build(
     build_dir: Path, store: Store, sign_key: str | None = None, show_progress: bool = True
 ) -> tuple[PublishContext, StepTimings]:
-    """Publish ``build_dir``; on any failure nothing is left under a final name."""
+    """Publish ``build_dir``; on any failure nothing is left under a final name.
+
+    ``context.already_published`` says the store held this very build already.
+    """
     context = PublishContext(Path(build_dir), store, sign_key, show_progress)
     try:
-        timings = StepRunner(STEPS).run(context)
+        timings = StepRunner(CHECKING_STEPS).run(context)
+        if not context.already_published:
+            StepRunner(PUBLISHING_STEPS, timings).run(context)
     finally:
         if context.staging is not None:
             _remove_staging(context)

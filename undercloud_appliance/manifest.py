@@ -69,6 +69,8 @@ OPTIONAL_FIELDS: dict[tuple[str, ...], type | tuple[type, ...]] = {
     ("profile", "resolved", "provisioning"): dict,
     ("smoke",): (dict, type(None)),
     ("ironic_images",): (dict, type(None)),
+    # The build cache's key (builders/input_digest.py): "sha256:<hex>".
+    ("input_digest",): (str, type(None)),
 }
 # Lists of commands the importer runs in the guest: strings only.
 COMMAND_LISTS = [
@@ -187,6 +189,8 @@ class Manifest:
     smoke: dict[str, Any] | None = None
     # The deploy ramdisk and deploy image baked in (builders/ironic_images.py), or None.
     ironic_images: dict[str, Any] | None = None
+    # A digest of what the build was made from (builders/input_digest.py), or None.
+    input_digest: str | None = None
     promotions: list[dict[str, Any]] = field(default_factory=list)
     created: str = field(default_factory=utc_timestamp)
     format: str = FORMAT_NAME
@@ -212,6 +216,8 @@ class Manifest:
 
         Profile, distro, dib, undercloud packages and promotions are this
         build's; ``extra`` adds to (and overrides) this build's extra fields.
+        It has no ``input_digest``: it is not made from this build's inputs
+        alone, so no build cache may take it for a build of them.
         """
         return dataclasses.replace(
             self,
@@ -222,6 +228,7 @@ class Manifest:
             packages=dict(packages),
             timings=dict(timings if timings is not None else self.timings),
             smoke=smoke,
+            input_digest=None,
             extra={**self.extra, **(extra or {})},
         )
 
@@ -246,6 +253,7 @@ class Manifest:
                     "timings": self.timings,
                     "smoke": self.smoke,
                     "ironic_images": self.ironic_images,
+                    "input_digest": self.input_digest,
                     "promotions": self.promotions,
                 }
             )

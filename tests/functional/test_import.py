@@ -369,7 +369,7 @@ def test_import_ssh_status_reimport_replace_destroy(
                 timeout=IMPORT_TIMEOUT,
             )
             print(imported.stdout, imported.stderr[-3000:])
-            assert imported.stdout.splitlines()[-1] == f"ssh -F ssh.config {name}"
+            assert imported.stdout.splitlines()[-4].startswith(f"  ssh -F ssh.config {name}  # ")
             # The importer runs the build's smoke commands and reports each.
             smoke_commands = manifest["profile"]["resolved"]["undercloud"]["smoke_commands"]
             for command in smoke_commands:

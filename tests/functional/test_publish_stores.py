@@ -284,11 +284,41 @@ def test_passed_smoke_promotes(store: StoreUnderTest, tmp_path: Path) -> None:
     assert not (store.root / RELEASE / "stable" / PROMOTIONS_NAME).exists()
 
 
-def test_republishing_the_same_build_is_refused(store: StoreUnderTest, builds: list[Path]) -> None:
-    store.cli("publish", str(builds[0]))
-    again = store.cli("publish", str(builds[0]), check=False)
-    assert again.returncode != 0 and "already published" in again.stderr
-    check_with_coreutils(store.root / RELEASE / build_id_of(builds[0]))
+def stored_files(directory: Path) -> dict[str, tuple[int, bytes]]:
+    """Each file of a published build: mtime and content (a no-op changes neither)."""
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in directory.iterdir()}
+
+
+def test_republishing_and_repromoting_are_no_ops_other_content_is_refused(
+    store: StoreUnderTest, builds: list[Path], tmp_path: Path
+) -> None:
+    build_id = build_id_of(builds[0])
+    first = store.cli("publish", str(builds[0]))
+    store.cli("promote", RELEASE, build_id, "--label", "current")
+    published = store.root / RELEASE / build_id
+    before = stored_files(published)
+
+    again = store.cli("publish", str(builds[0]))
+    assert again.stdout == first.stdout, "the build's place in the store, as the first time"
+    (no_op,) = [line for line in again.stderr.splitlines() if "already published" in line]
+    assert f"build {build_id} already published, identical" in no_op
+    assert "upload-image" not in again.stderr, "nothing is uploaded"
+    assert stored_files(published) == before
+
+    promoted = store.cli("promote", RELEASE, build_id, "--label", "current")
+    assert promoted.stdout.strip() == f"{RELEASE}/current -> {build_id} (already: nothing changed)"
+    assert "already points at" in promoted.stderr and "verifying" not in promoted.stderr
+    assert not (store.root / RELEASE / "previous-current").exists()
+
+    # Another build (another image and manifest) that claims the same id.
+    other = make_fake_build(tmp_path / "other", RELEASE, build_id=build_id)
+    refused = store.cli("publish", str(other), check=False)
+    assert refused.returncode == 1, refused.stderr
+    (error,) = [line for line in refused.stderr.splitlines() if "error:" in line]
+    assert f"build {build_id} is already published with other content" in error
+    assert "undercloud.qcow2, manifest.json differ" in error and "nothing published" in error
+    assert stored_files(published) == before
+    check_with_coreutils(published)
 
 
 def test_concurrent_publishes_and_promotions(store: StoreUnderTest, tmp_path: Path) -> None:

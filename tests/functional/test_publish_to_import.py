@@ -228,7 +228,9 @@ def test_signed_publish_is_imported(
                 timeout=IMPORT_TIMEOUT,
             )
             print(imported.stdout, imported.stderr[-3000:])
-            assert imported.stdout.splitlines()[-1] == f"ssh -F {handoff / 'ssh.config'} {name}"
+            assert imported.stdout.splitlines()[-4].startswith(
+                f"  ssh -F {handoff}/ssh.config {name}"
+            )
             assert (workdir / "hosts").read_text() == system_hosts
             assert sorted(path.name for path in workdir.iterdir()) == ["hosts"]
             for written in ("ssh.config", "hosts"):
