@@ -58,7 +58,8 @@ def next_steps(name: str, ssh_hint: str, console_log: Path) -> list[str]:
         f"  {ssh_hint}  # then: export OS_CLOUD=undercloud "
         f"(admin credentials: ~{SSH_USER}/{APPLIANCE_CLOUDS_YAML})",
         f"  undercloud-appliance status {name}  # console log: {console_log}",
-        f"  undercloud-appliance update {name} --puddle latest [--puddle-base URL]",
+        f"  undercloud-appliance update {name} --puddle latest "
+        "[--puddle-dir DIR | --puddle-base URL]",
         f"  undercloud-appliance destroy {name}",
     ]
 
