@@ -17,7 +17,8 @@ def test_next_steps_name_the_cloud_the_status_update_and_destroy() -> None:
         "  ssh -F ssh.config undercloud  # then: export OS_CLOUD=undercloud "
         "(admin credentials: ~stack/.config/openstack/clouds.yaml)",
         f"  undercloud-appliance status undercloud  # console log: {CONSOLE_LOG}",
-        "  undercloud-appliance update undercloud --puddle latest [--puddle-base URL]",
+        "  undercloud-appliance update undercloud --puddle latest "
+        "[--puddle-dir DIR | --puddle-base URL]",
         "  undercloud-appliance destroy undercloud",
     ]
 
