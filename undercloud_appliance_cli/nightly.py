@@ -130,10 +130,30 @@ def step_find_parent(context: NightlyContext) -> None:
     except NotFoundError as error:
         if "no build labelled" not in str(error):
             raise
+        if label_exists(context.options.store_url, context.profile.name, context.options.label):
+            # A label whose build is gone is a broken store, not a first night:
+            # no full build stands in for the parent it lost.
+            raise NotFoundError(
+                f"{context.options.label} of {context.profile.name} points at a build the "
+                f"store no longer holds ({error})"
+            ) from None
         log.info("%s: no build labelled %s yet", context.profile.name, context.options.label)
         return
     context.run.parent_build_id = context.parent.build_id
     context.run.parent_puddle_id = context.parent.manifest["puddle"].get("id")
+
+
+def label_exists(store_url: str, release: str, label: str) -> bool:
+    """Whether the store lists ``label`` under ``release`` at all (even a dangling one)."""
+    from undercloud_appliance.stores import open_store
+
+    store = open_store(store_url)
+    try:
+        return label in store.list_names(release)
+    except NotFoundError:
+        return False
+    finally:
+        store.close()
 
 
 def choose_kind(context: NightlyContext) -> str:

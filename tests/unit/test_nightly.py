@@ -94,7 +94,8 @@ def test_a_store_that_lost_the_parent_fails_at_find_parent(tmp_path: Path) -> No
     assert result.returncode == 1
     (run,) = runs
     assert run["failed_step"] == "find-parent", run
-    assert build_id in run["error"]
+    assert "latest of debian-ci points at a build the store no longer holds" in run["error"]
+    assert not (tmp_path / "work").exists(), "no full build stood in for the lost parent"
 
 
 def test_a_profile_this_host_cannot_build_is_skipped_with_the_reason(tmp_path: Path) -> None:
