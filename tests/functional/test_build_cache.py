@@ -6,8 +6,10 @@ checked against is a small fake one (``make_fake_build``) whose manifest
 records that digest: a real build takes 15 minutes, the cache's decision
 does not depend on what the image holds beyond its size and sha256.
 
-A miss must run the build: the probe profile's distro mirror is a closed
-port on 127.0.0.1, so its DIB run fails at debootstrap within seconds.
+A miss must run the build: the probe profile's distro mirror is an empty
+directory served on 127.0.0.1 (it answers, so ``build`` takes the host for
+one that can build the profile), and its DIB run fails at debootstrap
+within seconds.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from pathlib import Path
 from builders.build import prepare_build
 from tests.conftest import REPO_ROOT, run_cli
 from tests.support.fake_build import file_digests, make_fake_build
+from tests.support.puddles import serve_directory
 from undercloud_appliance.manifest import Manifest
 
 PROBE_PROFILE = """\
 extends: debian-ci
 distro:
-  # A closed port: DIB fails at debootstrap, seconds after the cache's decision.
-  mirror: http://127.0.0.1:9/debian
+  # An empty mirror: DIB fails at debootstrap, seconds after the cache's decision.
+  mirror: {mirror}
 ironic_images:
   agent_version: ""
 """
@@ -55,9 +58,15 @@ def listing(directory: Path) -> dict[str, tuple[float, int]]:
 def test_second_build_of_the_same_inputs_is_a_hit_and_a_changed_input_is_not(
     tmp_path: Path,
 ) -> None:
+    (tmp_path / "empty-mirror").mkdir()
+    with serve_directory(tmp_path / "empty-mirror") as mirror:
+        check_hits_and_misses(tmp_path, PROBE_PROFILE.format(mirror=f"{mirror}/debian"))
+
+
+def check_hits_and_misses(tmp_path: Path, probe_profile: str) -> None:
     profiles = tmp_path / "profiles"
     shutil.copytree(REPO_ROOT / "release-profiles", profiles)
-    (profiles / "cache-probe.yaml").write_text(PROBE_PROFILE)
+    (profiles / "cache-probe.yaml").write_text(probe_profile)
     env = {
         **os.environ,
         "UNDERCLOUD_APPLIANCE_PROFILES": str(profiles),
@@ -94,7 +103,7 @@ def test_second_build_of_the_same_inputs_is_a_hit_and_a_changed_input_is_not(
     assert "run-diskimage-builder" in rebuilt.stderr, "--rebuild builds anyway"
     assert file_digests(output) == contents, "a failed build leaves the old one as it was"
 
-    (profiles / "cache-probe.yaml").write_text(PROBE_PROFILE + "image:\n  hostname: changed\n")
+    (profiles / "cache-probe.yaml").write_text(probe_profile + "image:\n  hostname: changed\n")
     changed = build()
     assert changed.returncode == 3 and HIT not in changed.stderr
     assert f"input digest differs from {output}'s build {build_id}" in changed.stderr
