@@ -91,6 +91,10 @@ class DiskFacts:
     packages: dict[str, str] = field(default_factory=dict)
 
 
+# libguestfs launches finish_disk tries when grub-install does not see the disk.
+GRUB_LAUNCHES = 2
+
+
 class GrubDiskNotSeen(RuntimeError):
     """grub-install found no partition table on /dev/sda (seen once under load).
 
@@ -207,6 +211,39 @@ def finish_disk(
     authorised for ``user``, ready to be booted once (see builders.bake);
     ``seal_mounted_os`` finishes it afterwards.
     """
+    # Under load, one libguestfs appliance kept failing grub-install three
+    # times in a row ("cross-disk install") while a fresh launch on the same
+    # disk installs fine; everything before grub-install can be done again.
+    for launch in range(1, GRUB_LAUNCHES + 1):
+        try:
+            return _finish_in_one_launch(
+                disk,
+                family=family,
+                hostname=hostname,
+                kernel_args=kernel_args,
+                release_info=release_info,
+                required_packages=required_packages,
+                user=user,
+                bake_public_key=bake_public_key,
+            )
+        except GrubDiskNotSeen as error:
+            if launch == GRUB_LAUNCHES:
+                raise BuildError(f"libguestfs: {error} (in {launch} launches)") from None
+            log.info("grub-install did not see the disk (%s): launching libguestfs again", error)
+    raise AssertionError("unreachable")
+
+
+def _finish_in_one_launch(
+    disk: Path,
+    *,
+    family: str,
+    hostname: str,
+    kernel_args: Sequence[str],
+    release_info: Mapping[str, Any],
+    required_packages: Sequence[str],
+    user: str,
+    bake_public_key: str | None,
+) -> DiskFacts:
     handle = open_guestfs()
     try:
         handle.add_drive_opts(str(disk), format="raw")
@@ -263,6 +300,8 @@ def finish_disk(
         handle.fstrim("/")
         handle.umount_all()
         handle.shutdown()
+    except GrubDiskNotSeen:
+        raise  # finish_disk launches again
     except RuntimeError as error:
         raise BuildError(f"libguestfs: {error}") from None
     finally:

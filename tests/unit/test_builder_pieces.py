@@ -249,3 +249,37 @@ def test_bake_waits_for_ssh_and_names_the_user(
     monkeypatch.setattr(GuestShell, "run", lambda self, command, timeout: (255, "", 0))
     with pytest.raises(BuildError, match="bake: ssh as stack never succeeded within 0s"):
         shell.wait_until_ready(timeout=0)
+
+
+def test_finish_disk_launches_libguestfs_again_when_grub_does_not_see_the_disk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from builders import disk
+
+    launches: list[int] = []
+
+    def grub_misses_the_disk_on_the_first_launch(*args: object, **kwargs: object) -> str:
+        launches.append(1)
+        if len(launches) == 1:
+            raise disk.GrubDiskNotSeen("grub-install: error: embedding is not possible")
+        return "facts"
+
+    monkeypatch.setattr(disk, "_finish_in_one_launch", grub_misses_the_disk_on_the_first_launch)
+    arguments = {
+        "family": "debian",
+        "hostname": "h",
+        "kernel_args": [],
+        "release_info": {},
+        "required_packages": [],
+    }
+    assert disk.finish_disk(Path("disk.raw"), **arguments) == "facts"
+    assert len(launches) == 2
+
+    launches.clear()
+    monkeypatch.setattr(
+        disk,
+        "_finish_in_one_launch",
+        lambda *a, **k: (_ for _ in ()).throw(disk.GrubDiskNotSeen("grub-install: error: x")),
+    )
+    with pytest.raises(BuildError, match=r"libguestfs: grub-install: error: x \(in 2 launches\)"):
+        disk.finish_disk(Path("disk.raw"), **arguments)
