@@ -29,6 +29,7 @@ and ``importer`` through their public functions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -143,17 +144,20 @@ def step_find_parent(context: NightlyContext) -> None:
     context.run.parent_puddle_id = context.parent.manifest["puddle"].get("id")
 
 
-def label_exists(store_url: str, release: str, label: str) -> bool:
-    """Whether the store lists ``label`` under ``release`` at all (even a dangling one)."""
+def opened_store(store_url: str) -> contextlib.closing[Any]:
+    """The store at ``store_url``, closed when the ``with`` block ends."""
     from undercloud_appliance.stores import open_store
 
-    store = open_store(store_url)
-    try:
-        return label in store.list_names(release)
-    except NotFoundError:
-        return False
-    finally:
-        store.close()
+    return contextlib.closing(open_store(store_url))
+
+
+def label_exists(store_url: str, release: str, label: str) -> bool:
+    """Whether the store lists ``label`` under ``release`` at all (even a dangling one)."""
+    with opened_store(store_url) as store:
+        try:
+            return label in store.list_names(release)
+        except NotFoundError:
+            return False
 
 
 def choose_kind(context: NightlyContext) -> str:
@@ -244,39 +248,27 @@ def step_publish(context: NightlyContext) -> None:
         return
     from publish.publishing import publish_build
     from undercloud_appliance.store_layout import build_path
-    from undercloud_appliance.stores import open_store
 
-    store = open_store(context.options.store_url)
-    try:
+    with opened_store(context.options.store_url) as store:
         publish_build(context.build_dir, store, context.options.sign_key, show_progress=False)
-        context.run.url = store.where(f"{build_path(context.profile.name, context.run.build_id)}")
-    finally:
-        store.close()
+        context.run.url = store.where(build_path(context.profile.name, context.run.build_id))
 
 
 def step_promote(context: NightlyContext) -> None:
     if context.build_dir is None:
         return
     from publish.promotion import promote
-    from undercloud_appliance.stores import open_store
 
-    store = open_store(context.options.store_url)
-    try:
+    with opened_store(context.options.store_url) as store:
         promote(store, context.profile.name, context.run.build_id, context.options.label)
-    finally:
-        store.close()
     context.run.promoted = True
 
 
 def step_prune(context: NightlyContext) -> None:
     from publish.retention import prune
-    from undercloud_appliance.stores import open_store
 
-    store = open_store(context.options.store_url)
-    try:
+    with opened_store(context.options.store_url) as store:
         prune(store, context.profile.name, context.options.keep)
-    finally:
-        store.close()
 
 
 PROFILE_STEPS: tuple[Callable[[NightlyContext], None], ...] = (
