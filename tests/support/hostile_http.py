@@ -57,6 +57,9 @@ def make_self_signed_certificate(directory: Path) -> Path:
 
 class _HostileHandler(http.server.BaseHTTPRequestHandler):
     server: HostileStore
+    # A client that neither reads nor closes cannot hold a handler (and the
+    # server's close, which waits for its handlers) for longer than this.
+    timeout = 30
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -78,6 +81,10 @@ class _HostileHandler(http.server.BaseHTTPRequestHandler):
             return
         if relpath in store.oversized:
             announced, sent = store.oversized[relpath]
+            if body:
+                # Counted before the headers go out: a client that refuses on
+                # the headers alone closes before the first byte of the body.
+                store.sent.setdefault(relpath, 0)
             self.send_response(200)
             if announced is not None:
                 self.send_header("Content-Length", str(announced))
@@ -108,12 +115,13 @@ class _HostileHandler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 left -= len(chunk)
                 self.server.sent[relpath] = self.server.sent.get(relpath, 0) + len(chunk)
-        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, ssl.SSLError):
             pass  # the client stopped reading: what the test hopes for
 
 
 class HostileStore(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+    # Closing waits for the handlers, so ``sent`` is final once the ``with`` ends.
+    daemon_threads = False
 
     def __init__(self, root: Path, tls_certificate: Path | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _HostileHandler)
