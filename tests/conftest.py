@@ -11,13 +11,17 @@ existing build while developing; CI always builds.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import parallel_schedule
 from tests.support.puddles import puddle_site  # noqa: F401 - session fixture, shared
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +52,23 @@ def run_cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedPro
     return result
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    parallel_schedule.order_items(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    return parallel_schedule.make_scheduler(config, log)
+
+
+@contextlib.contextmanager
+def held_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``: one pytest-xdist worker at a time."""
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def appliance_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real build directory of the debian-ci profile, built once per run.
@@ -60,12 +81,25 @@ def appliance_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if reuse:
         return Path(reuse)
     run_dir = os.environ.get("UNDERCLOUD_APPLIANCE_TEST_RUN_DIR")
-    if run_dir:
+    if not run_dir:
+        return _build_test_profile(tmp_path_factory.mktemp("appliance-build") / "build")
+    # The workers of one run share the build: the first makes it, the others
+    # wait for it, and a failed build is not tried again by the next worker.
+    with held_lock(Path(run_dir) / "appliance-build.lock"):
         output = Path(run_dir) / "appliance-build"
+        failed = Path(run_dir) / "appliance-build.failed"
         if (output / "manifest.json").exists():
             return output
-    else:
-        output = tmp_path_factory.mktemp("appliance-build") / "build"
+        if failed.exists():
+            raise AssertionError(f"this run's appliance build failed:\n{failed.read_text()}")
+        try:
+            return _build_test_profile(output)
+        except BaseException as error:
+            failed.write_text(f"{error}\n")
+            raise
+
+
+def _build_test_profile(output: Path) -> Path:
     from builders.build import cache_root
 
     cold = not any((cache_root() / "build" / "dib").glob("*"))
