@@ -91,6 +91,7 @@ class BuildContext:
     repos: list[dict[str, Any]] = field(default_factory=list)
     elements: list[str] = field(default_factory=list)
     input_digest: str | None = None
+    recipe_digest: str | None = None
     facts: DiskFacts | None = None
     image_sha256: str = ""
     smoke: dict[str, Any] | None = None
@@ -134,7 +135,9 @@ def step_pin_puddle(context: BuildContext) -> None:
 def step_digest_inputs(context: BuildContext) -> None:
     """Everything the image is made from, as one digest (``builders.input_digest``)."""
     context.elements = appliance_elements(context.profile.data)
-    context.input_digest = appliance_inputs(context).digest()
+    inputs = appliance_inputs(context)
+    context.input_digest = inputs.digest()
+    context.recipe_digest = inputs.recipe_digest()
     log.info("    input digest: %s", context.input_digest)
 
 
@@ -156,6 +159,13 @@ def appliance_inputs(context: BuildContext) -> ApplianceInputs:
         dib_version=dib.dib_version(),
         ironic_image_keys={kind: cache_key(kind, spec) for kind in IMAGE_KINDS} if spec else {},
     )
+
+
+def recipe_digest_of(profile: Profile, bake: bool = True) -> str:
+    """The recipe digest a build of ``profile`` would record now (no puddle, no network)."""
+    context = BuildContext(profile, Path(), None, None, bake)
+    context.elements = appliance_elements(profile.data)
+    return appliance_inputs(context).recipe_digest()
 
 
 def step_render_appliance_data(context: BuildContext) -> None:
@@ -355,6 +365,7 @@ def manifest_for(context: BuildContext, timings: dict[str, float]) -> Manifest:
         smoke=context.smoke,
         ironic_images=context.ironic_images,
         input_digest=context.input_digest,
+        recipe_digest=context.recipe_digest,
     )
 
 

@@ -21,6 +21,7 @@ from builders.dib import ELEMENTS_DIR, REPO_ROOT
 # Bumped when what goes into the digest changes meaning: an old manifest's
 # digest must never match a new one by accident.
 APPLIANCE_DIGEST_VERSION = b"undercloud-appliance build inputs 1\0"
+RECIPE_DIGEST_VERSION = b"undercloud-appliance build recipe 1\0"
 # How the image is made, besides the profile and the elements: the builder's
 # own code and data (steps, disk assembly, bake, seal, block-device layout,
 # constraints) and the list of secrets the seal removes.
@@ -77,20 +78,35 @@ class ApplianceInputs:
 
     def digest(self) -> str:
         """``sha256:<hex>`` of all of it."""
-        digest = hashlib.sha256(APPLIANCE_DIGEST_VERSION)
-        add_json(
-            digest,
-            {
-                "profile": self.profile,
+        return self._digest(APPLIANCE_DIGEST_VERSION, with_puddle=True)
+
+    def recipe_digest(self) -> str:
+        """``sha256:<hex>`` of all of it but the puddle: what a derived build keeps.
+
+        Two builds with the same recipe digest differ in their packages'
+        versions only, which a derived build brings up to date; ``nightly``
+        derives from the last build only then.
+        """
+        return self._digest(RECIPE_DIGEST_VERSION, with_puddle=False)
+
+    def _digest(self, version: bytes, with_puddle: bool) -> str:
+        digest = hashlib.sha256(version)
+        inputs: dict[str, Any] = {
+            "profile": self.profile,
+            "elements": list(self.elements),
+            "bake": self.bake,
+            "dib_version": self.dib_version,
+            "ironic_image_keys": dict(self.ironic_image_keys),
+        }
+        if with_puddle:
+            inputs |= {
                 "puddle": self.puddle,
                 "puddle_id": self.puddle_id,
                 "repos": list(self.repos),
-                "elements": list(self.elements),
-                "bake": self.bake,
-                "dib_version": self.dib_version,
-                "ironic_image_keys": dict(self.ironic_image_keys),
-            },
-        )
+            }
+        else:
+            inputs["profile"] = {k: v for k, v in self.profile.items() if k != "puddle"}
+        add_json(digest, inputs)
         # Every element of ours, not only those named: elements depend on
         # each other (element-deps), and the Ironic images built from some
         # of them are copied into the appliance.

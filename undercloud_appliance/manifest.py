@@ -71,6 +71,8 @@ OPTIONAL_FIELDS: dict[tuple[str, ...], type | tuple[type, ...]] = {
     ("ironic_images",): (dict, type(None)),
     # The build cache's key (builders/input_digest.py): "sha256:<hex>".
     ("input_digest",): (str, type(None)),
+    # The same without the puddle (what nightly derives from): "sha256:<hex>".
+    ("recipe_digest",): (str, type(None)),
 }
 # Lists of commands the importer runs in the guest: strings only.
 COMMAND_LISTS = [
@@ -191,6 +193,9 @@ class Manifest:
     ironic_images: dict[str, Any] | None = None
     # A digest of what the build was made from (builders/input_digest.py), or None.
     input_digest: str | None = None
+    # The same without the puddle (``ApplianceInputs.recipe_digest``): a
+    # derived build keeps its parent's, since only the puddle moved.
+    recipe_digest: str | None = None
     promotions: list[dict[str, Any]] = field(default_factory=list)
     created: str = field(default_factory=utc_timestamp)
     format: str = FORMAT_NAME
@@ -217,7 +222,8 @@ class Manifest:
         Profile, distro, dib, undercloud packages and promotions are this
         build's; ``extra`` adds to (and overrides) this build's extra fields.
         It has no ``input_digest``: it is not made from this build's inputs
-        alone, so no build cache may take it for a build of them.
+        alone, so no build cache may take it for a build of them.  It keeps
+        the ``recipe_digest``: the same recipe on another puddle.
         """
         return dataclasses.replace(
             self,
@@ -254,6 +260,7 @@ class Manifest:
                     "smoke": self.smoke,
                     "ironic_images": self.ironic_images,
                     "input_digest": self.input_digest,
+                    "recipe_digest": self.recipe_digest,
                     "promotions": self.promotions,
                 }
             )

@@ -6,9 +6,11 @@ profile buildable on this host), independently of the others:
 1. pin the puddle (the profile's default, or ``--puddle``): a label is
    resolved once and the id recorded;
 2. find the build the store's label points at (the parent);
-3. build: nothing to do when the parent was made from the same recipe and
-   puddle; a *derived* build (the parent's image plus the new puddle,
-   ``builders.derived``) when only the puddle moved; else a *full* build
+3. build: nothing to do when the parent was made from the same recipe
+   (its manifest's ``recipe_digest``: the profile without its puddle, the
+   elements, the builder's code, DIB) and puddle; a *derived* build (the
+   parent's image plus the new puddle, ``builders.derived``) when only the
+   puddle moved; else a *full* build
    (DIB, bake with its smoke test);
 4. verify: a derived build is booted and smoke-tested (``builders.verify``);
    a full build's verdict is its bake's;
@@ -100,11 +102,6 @@ class NightlyContext:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def recipe(profile_data: dict[str, Any]) -> dict[str, Any]:
-    """What makes a build besides its puddle: the resolved profile without ``puddle``."""
-    return {key: value for key, value in profile_data.items() if key != "puddle"}
-
-
 def step_pin_puddle(context: NightlyContext) -> None:
     from builders.profiles import load_profile
     from undercloud_appliance.puddles import resolve_puddle
@@ -162,10 +159,20 @@ def label_exists(store_url: str, release: str, label: str) -> bool:
 
 def choose_kind(context: NightlyContext) -> str:
     """unchanged, derived or full (see the module docstring)."""
+    from builders.build import recipe_digest_of
+
     if context.parent is None:
         return "full"
-    parent_profile = context.parent.manifest["profile"].get("resolved") or {}
-    if recipe(parent_profile) != recipe(json.loads(json.dumps(context.profile.data))):
+    # The profile without its puddle, our elements, the builder's code, DIB's
+    # version and the Ironic images' inputs (builders/input_digest.py).
+    parent_recipe = context.parent.manifest.get("recipe_digest")
+    if parent_recipe is None or parent_recipe != recipe_digest_of(context.profile):
+        log.info(
+            "%s: build %s was made from another recipe (%s): a full build",
+            context.profile.name,
+            context.run.parent_build_id,
+            parent_recipe or "not recorded",
+        )
         return "full"
     if context.parent.manifest["puddle"].get("id") == context.run.puddle_id:
         return "unchanged"

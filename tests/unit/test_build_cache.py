@@ -76,6 +76,22 @@ def test_pinned_puddle_id_changes_digest(elements: Path) -> None:
     )
 
 
+def test_recipe_digest_leaves_out_the_puddle_only(elements: Path) -> None:
+    """What nightly derives from: another puddle is the same recipe, an element change is not."""
+    p1 = debian_ci_inputs(elements, "2026-11-21.1")
+    p2 = debian_ci_inputs(elements, "2026-11-22.1")
+    moved = dict(p2.profile, puddle={**p2.profile["puddle"], "base_url": "http://127.0.0.1:1"})
+    p2 = dataclasses.replace(p2, profile=moved, puddle=moved["puddle"])
+    assert p1.digest() != p2.digest()
+    assert p1.recipe_digest() == p2.recipe_digest() != p1.digest()
+    resized = dict(p1.profile, image={**p1.profile["image"], "size_gib": 7})
+    assert dataclasses.replace(p1, profile=resized).recipe_digest() != p1.recipe_digest()
+    before = p1.recipe_digest()  # files are read when the digest is taken
+    script = next(p for p in sorted((elements / "debian-undercloud").rglob("*")) if p.is_file())
+    script.write_bytes(script.read_bytes() + b"\n# changed\n")
+    assert debian_ci_inputs(elements, "2026-11-21.1").recipe_digest() != before
+
+
 def test_bake_dib_version_and_ironic_images_change_digest(elements: Path) -> None:
     inputs = debian_ci_inputs(elements)
     assert inputs.ironic_image_keys, "debian-ci builds the Ironic images"

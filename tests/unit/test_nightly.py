@@ -12,14 +12,22 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from builders.build import recipe_digest_of
 from builders.profiles import load_profile
 from tests.conftest import run_cli
 from tests.support.fake_build import make_fake_build
 from undercloud_appliance.manifest import read_manifest, write_manifest
-from undercloud_appliance_cli.nightly import ProfileRun, recipe, summary_table
+from undercloud_appliance_cli.nightly import (
+    NightlyContext,
+    NightlyOptions,
+    ProfileRun,
+    choose_kind,
+    summary_table,
+)
 
 PROFILE = "debian-ci"
 
@@ -30,6 +38,7 @@ def promoted_parent(tmp_path: Path, puddle_id: str | None) -> tuple[str, str]:
     manifest = read_manifest(build)
     resolved = json.loads(json.dumps(load_profile(PROFILE).data))
     manifest["profile"]["resolved"] = resolved
+    manifest["recipe_digest"] = recipe_digest_of(load_profile(PROFILE))
     manifest["puddle"]["id"] = puddle_id
     write_manifest(build, manifest)
     store = f"file://{tmp_path / 'store'}"
@@ -109,9 +118,30 @@ def test_a_profile_this_host_cannot_build_is_skipped_with_the_reason(tmp_path: P
     assert f"{PROFILE}: " in result.stdout.splitlines()[-1]
 
 
-def test_the_recipe_leaves_out_the_puddle_only() -> None:
-    data = {"puddle": {"base_url": "x"}, "image": {"size_gib": 6}, "undercloud": {}}
-    assert recipe(data) == {"image": {"size_gib": 6}, "undercloud": {}}
+@pytest.mark.parametrize(
+    ("parent_recipe", "parent_puddle", "kind"),
+    [
+        ("now", "2026-11-22.1", "unchanged"),
+        ("now", "2026-11-21.1", "derived"),
+        # An element, the builder's code or the profile beside its puddle changed.
+        ("sha256:" + "0" * 64, "2026-11-21.1", "full"),
+        (None, "2026-11-21.1", "full"),  # a parent made before recipes were recorded
+    ],
+)
+def test_only_a_parent_of_the_same_recipe_is_derived_from(
+    parent_recipe: str | None, parent_puddle: str, kind: str
+) -> None:
+    profile = load_profile(PROFILE)
+    parent = SimpleNamespace(
+        manifest={
+            "recipe_digest": recipe_digest_of(profile) if parent_recipe == "now" else parent_recipe,
+            "puddle": {"id": parent_puddle},
+        }
+    )
+    options = NightlyOptions("file:///nowhere", "latest", 7, Path("/nowhere"))
+    context = NightlyContext(options, ProfileRun(PROFILE, puddle_id="2026-11-22.1"))
+    context.profile, context.parent = profile, parent
+    assert choose_kind(context) == kind
 
 
 def test_the_summary_is_one_row_per_profile_and_one_line_per_problem() -> None:

@@ -159,6 +159,7 @@ def test_manifest_round_trip_is_atomic(tmp_path: Path) -> None:
         (lambda m: m["image"].pop("sha256"), "image.sha256"),
         (lambda m: m.update(packages=[]), "field 'packages' has the wrong type"),
         (lambda m: m.update(input_digest=1), "field 'input_digest' has the wrong type"),
+        (lambda m: m.update(recipe_digest=[]), "field 'recipe_digest' has the wrong type"),
     ],
 )
 def test_manifest_errors_name_the_field(tmp_path: Path, change, message: str) -> None:
@@ -200,6 +201,7 @@ def full_manifest() -> dict:
             "files": {"ipa.kernel": {"kind": "ramdisk", "size": 1, "sha256": "0" * 64}},
         },
         "input_digest": "sha256:" + "ab" * 32,
+        "recipe_digest": "sha256:" + "cd" * 32,
         "promotions": [{"label": "stable", "forced": True}],
         "updated_from": {"build_id": "20261121T000000Z-012345", "puddle_id": None},
     }
@@ -237,6 +239,7 @@ def test_minimal_manifest_gains_only_the_optional_fields_with_empty_values() -> 
         "smoke": None,
         "ironic_images": None,
         "input_digest": None,
+        "recipe_digest": None,
         "promotions": [],
     }
 
@@ -315,6 +318,8 @@ def test_successor_is_a_new_build_of_the_same_profile() -> None:
     assert child.smoke is None and child.created != "2026-11-22T00:00:00Z"
     # Not made from its parent's inputs alone: no build cache may take it for them.
     assert parent.input_digest and child.input_digest is None
+    # ... but made from the same recipe, on another puddle.
+    assert child.recipe_digest == parent.recipe_digest == "sha256:" + "cd" * 32
     assert (child.profile, child.distro, child.dib) == (parent.profile, parent.distro, parent.dib)
     assert child.extra == {
         "updated_from": parent.extra["updated_from"],
