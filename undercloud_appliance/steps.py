@@ -29,20 +29,31 @@ class StepTimings:
 
 @dataclass
 class StepRunner(Generic[ContextT]):
-    """Run ``step(context)`` functions in order, timing and logging each."""
+    """Run ``step(context)`` functions in order, timing and logging each.
+
+    ``finished(context)``, checked after each step, ends the run early (the
+    work turned out to be done); ``prefix`` names what the steps are for in
+    the log (one profile of several).  ``current`` is the step that ran
+    last: the one that failed when ``run`` raises.
+    """
 
     steps: Iterable[Callable[[ContextT], None]]
     timings: StepTimings = field(default_factory=StepTimings)
+    finished: Callable[[ContextT], bool] | None = None
+    prefix: str = ""
+    current: str | None = None
 
     def run(self, context: ContextT) -> StepTimings:
         for step in self.steps:
-            name = step.__name__.removeprefix("step_").replace("_", "-")
-            log.info("==> %s", name)
+            name = self.current = step.__name__.removeprefix("step_").replace("_", "-")
+            log.info("==> %s%s", self.prefix, name)
             started = time.monotonic()
             try:
                 step(context)
             finally:
                 elapsed = time.monotonic() - started
                 self.timings.seconds[name] = elapsed
-            log.info("<== %s (%.1fs)", name, elapsed)
+            log.info("<== %s%s (%.1fs)", self.prefix, name, elapsed)
+            if self.finished is not None and self.finished(context):
+                break
         return self.timings

@@ -35,7 +35,6 @@ import contextlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 
 from undercloud_appliance.errors import ApplianceError, NotFoundError
 from undercloud_appliance.manifest import MANIFEST_NAME, write_file_atomically
+from undercloud_appliance.steps import StepRunner
 from undercloud_appliance.store_layout import IMAGE_NAME
 
 log = logging.getLogger(__name__)
@@ -292,27 +292,27 @@ PROFILE_STEPS: tuple[Callable[[NightlyContext], None], ...] = (
 def run_profile(name: str, options: NightlyOptions) -> ProfileRun:
     """One profile's steps; a failure is recorded in the run, not raised."""
     context = NightlyContext(options, ProfileRun(name))
-    for step in PROFILE_STEPS:
-        step_name = step.__name__.removeprefix("step_").replace("_", "-")
-        log.info("==> %s: %s", name, step_name)
-        started = time.monotonic()
-        try:
-            step(context)
-        except Exception as error:
-            # A defect (not an ApplianceError) too: the other profiles and the report go on.
-            context.run.status, context.run.failed_step = "failed", step_name
-            context.run.error = (
-                str(error)
-                if isinstance(error, ApplianceError)
-                else f"internal error: {type(error).__name__}: {error}"
-            )
-            log.error("%s: %s failed: %s", name, step_name, context.run.error)
-            return context.run
-        finally:
-            context.run.step_seconds[step_name] = round(time.monotonic() - started, 1)
-        if context.run.status == "unchanged":
-            return context.run
-    context.run.status = "passed"
+    runner: StepRunner[NightlyContext] = StepRunner(
+        PROFILE_STEPS, finished=lambda c: c.run.status == "unchanged", prefix=f"{name}: "
+    )
+    try:
+        runner.run(context)
+    except Exception as error:
+        # A defect (not an ApplianceError) too: the other profiles and the report go on.
+        context.run.status, context.run.failed_step = "failed", runner.current
+        context.run.error = (
+            str(error)
+            if isinstance(error, ApplianceError)
+            else f"internal error: {type(error).__name__}: {error}"
+        )
+        log.error("%s: %s failed: %s", name, runner.current, context.run.error)
+    else:
+        if context.run.status != "unchanged":
+            context.run.status = "passed"
+    finally:
+        context.run.step_seconds = {
+            step: round(seconds, 1) for step, seconds in runner.timings.seconds.items()
+        }
     return context.run
 
 
