@@ -15,38 +15,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the main parser."""
     register_profile_commands(subparsers)
     register_build_command(subparsers)
-    register_verify_command(subparsers)
-
-
-def register_verify_command(subparsers: argparse._SubParsersAction) -> None:
-    """``verify BUILD_DIR``."""
-    from builders.verify import DEFAULT_MEMORY_MIB
-
-    verify = subparsers.add_parser(
-        "verify",
-        help="boot a build and run its smoke commands; record the verdict in its manifest",
-        description="Boot the build's image on a throwaway overlay (the image is not "
-        "touched), run the smoke commands its manifest carries and record the verdict "
-        "as the manifest's smoke (stage verify), which promote reads.",
-    )
-    verify.add_argument("build_dir", metavar="BUILD_DIR", type=Path)
-    verify.add_argument(
-        "--memory",
-        type=int,
-        default=DEFAULT_MEMORY_MIB,
-        metavar="MIB",
-        help=f"guest memory (default: {DEFAULT_MEMORY_MIB})",
-    )
-    verify.set_defaults(func=verify_command)
-
-
-def verify_command(args: argparse.Namespace) -> int:
-    from builders.verify import verify_build
-
-    smoke = verify_build(args.build_dir, args.memory)
-    passed = sum(result["returncode"] == 0 for result in smoke["results"])
-    print(f"{args.build_dir}: verified, smoke {passed}/{len(smoke['results'])} passed")
-    return 0
 
 
 def register_profile_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -132,12 +132,20 @@ def verify_build(build_dir: Path, memory_mib: int = DEFAULT_MEMORY_MIB) -> dict[
     with tempfile.TemporaryDirectory(prefix="appliance-verify-") as scratch:
         context = VerifyContext(Path(build_dir), memory_mib, Path(scratch))
         StepRunner(VERIFY_STEPS).run(context)
-    failed = [r for r in context.smoke["results"] if r["returncode"] != 0]
-    if failed:
-        first = failed[0]
-        last_line = (first["output_tail"].strip().splitlines() or [""])[-1]
-        raise BuildError(
-            f"verify {build_dir}: smoke command {first['command']!r} failed "
-            f"(exit {first['returncode']}): {last_line[-200:]}; recorded in {MANIFEST_NAME}"
-        )
+    failure = smoke_failure(context.smoke)
+    if failure:
+        raise BuildError(f"verify {build_dir}: {failure}; recorded in {MANIFEST_NAME}")
     return context.smoke
+
+
+def smoke_failure(smoke: dict[str, Any]) -> str | None:
+    """The first failed smoke command, its exit code and last output line; None if all passed."""
+    failed = [r for r in smoke["results"] if r["returncode"] != 0]
+    if not failed:
+        return None
+    first = failed[0]
+    last_line = (first["output_tail"].strip().splitlines() or [""])[-1]
+    return (
+        f"smoke command {first['command']!r} failed (exit {first['returncode']}): "
+        f"{last_line[-200:]}"
+    )

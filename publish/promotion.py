@@ -3,9 +3,11 @@
 A label moves only after the build is re-verified on the store (all files
 present, every checksum recomputed from the stored bytes) and only if its
 manifest records a passing smoke test (a build made with ``--no-bake`` has
-none); ``force`` overrides the smoke rule only, is logged and is recorded
-in the build's ``PROMOTIONS.json`` (not in manifest.json, which SHA256SUMS
-and its signature cover and which never changes once published).  All of it
+none) or ``verify --store`` recorded a passing one for its image in the
+build's ``VERIFICATION.json``; ``force`` overrides the smoke rule only, is
+logged and is recorded in the build's ``PROMOTIONS.json`` (neither goes in
+manifest.json, which SHA256SUMS and its signature cover and which never
+changes once published).  All of it
 runs under the release lock, so two promotions serialise and ``prune``
 cannot delete the build meanwhile.  Promoting a build to the label that
 already shows it changes nothing and verifies nothing: a no-op.
@@ -32,6 +34,7 @@ from undercloud_appliance.store_layout import (
     SHA256_NAME,
     SMALL_FILE_LIMITS,
     SUMS_NAME,
+    VERIFICATION_NAME,
     build_files,
     build_path,
     check_build_id,
@@ -137,6 +140,8 @@ def promote(
             return build_id
         manifest = verify_published_build(store, release, build_id)
         problem = smoke_problem(manifest.get("smoke"))
+        if problem is not None and _verified_on_store(store, release, build_id, manifest):
+            problem = None
         if problem is not None:
             if not force:
                 raise ApplianceError(
@@ -152,10 +157,51 @@ def promote(
 def smoke_problem(smoke: Any) -> str | None:
     """Why a manifest's smoke record does not allow promotion, or None when it passed."""
     if smoke is None:
-        return "no smoke test is recorded (built with --no-bake?)"
+        return "no smoke test is recorded (built with --no-bake? verify records one)"
     if not isinstance(smoke, dict) or smoke.get("passed") is not True:
         return "its smoke test did not pass"
     return None
+
+
+def record_verification(store: Store, release: str, build_id: str, smoke: dict[str, Any]) -> None:
+    """Write ``verify --store``'s verdict on a published build beside it.
+
+    The build is checked first (every file, every checksum), and the record
+    names the image's sha256: it vouches for these bytes only.
+    """
+    check_release(release)
+    check_build_id(build_id)
+    with store.lock(release):
+        manifest = verify_published_build(store, release, build_id)
+        record = {
+            "smoke": smoke,
+            "image_sha256": manifest["image"]["sha256"],
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "by": getpass.getuser(),
+        }
+        # Its own file, as PROMOTIONS.json: manifest.json is signed and never rewritten.
+        path = f"{build_path(release, build_id)}/{VERIFICATION_NAME}"
+        store.write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def _verified_on_store(store: Store, release: str, build_id: str, manifest: dict) -> bool:
+    """Whether the build's VERIFICATION.json records a pass for this very image."""
+    path = f"{build_path(release, build_id)}/{VERIFICATION_NAME}"
+    try:
+        record = json.loads(store.read_bytes(path, SMALL_FILE_LIMITS[VERIFICATION_NAME]))
+    except NotFoundError:
+        return False
+    except ValueError:
+        raise ChecksumError(f"{store.where(path)}: not a JSON object") from None
+    if not isinstance(record, dict):
+        raise ChecksumError(f"{store.where(path)}: not a JSON object")
+    if record.get("image_sha256") != manifest["image"]["sha256"]:
+        log.warning("%s names another image: ignored", store.where(path))
+        return False
+    if smoke_problem(record.get("smoke")) is not None:
+        return False
+    log.info("build %s: verified on the store at %s", build_id, record.get("at"))
+    return True
 
 
 def _record_forced_promotion(

@@ -11,6 +11,9 @@ Documented in ``docs/store-layout.rst``::
     <store>/<release>/<build-id>/SHA256SUMS.sig            optional detached GPG signature
     <store>/<release>/<build-id>/BUILD_ID                  the build id, one line
     <store>/<release>/<build-id>/PROMOTIONS.json           forced promotions (not signed)
+    <store>/<release>/<build-id>/VERIFICATION.json         ``verify --store``'s verdict
+                                                           (not signed; names the image's
+                                                           sha256)
     <store>/<release>/<label>/...                          the same files as the build
                                                            the label points at
 
@@ -34,6 +37,7 @@ SUMS_NAME = "SHA256SUMS"
 SIGNATURE_NAME = "SHA256SUMS.sig"
 BUILD_ID_NAME = "BUILD_ID"
 PROMOTIONS_NAME = "PROMOTIONS.json"
+VERIFICATION_NAME = "VERIFICATION.json"
 
 #: What SHA256SUMS (and so its signature) vouches for: everything the
 #: importer trusts.  Builds published before it listed manifest.json and
@@ -51,6 +55,7 @@ SMALL_FILE_LIMITS = {
     SIGNATURE_NAME: 64 * 1024,
     MANIFEST_NAME: 1024 * 1024,
     PROMOTIONS_NAME: 1024 * 1024,
+    VERIFICATION_NAME: 1024 * 1024,
 }
 
 RELEASE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

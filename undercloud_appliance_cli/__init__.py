@@ -44,10 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     from builders import cli as builders_cli
     from importer import cli as importer_cli
     from publish import cli as publish_cli
-    from undercloud_appliance_cli import nightly
+    from undercloud_appliance_cli import nightly, verify
 
     for package_cli in (builders_cli, publish_cli, importer_cli):
         package_cli.register(subparsers)
+    verify.register(subparsers)  # its store form drives all three packages
     nightly.register(subparsers)  # drives all three packages: the composition root's own
     return parser
 

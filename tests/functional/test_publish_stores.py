@@ -34,6 +34,7 @@ from undercloud_appliance.store_layout import (
     SIGNATURE_NAME,
     SIGNED_NAMES,
     SUMS_NAME,
+    VERIFICATION_NAME,
 )
 
 RELEASE = "debian-ci"
@@ -275,6 +276,53 @@ def test_build_without_smoke_result_is_not_promoted_unless_forced(
     (promotion,) = json.loads((store.root / RELEASE / "current" / PROMOTIONS_NAME).read_text())
     assert promotion["forced"] is True and "no smoke test" in promotion["reason"]
     check_with_coreutils(store.root / RELEASE / "current")
+
+
+def test_a_verification_recorded_on_the_store_lets_its_image_be_promoted(
+    store: StoreUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``verify --store``'s record (``VERIFICATION.json``), written through each backend.
+
+    The boot itself is tests/functional/test_verify_published.py's; here the
+    record is what promote reads: a pass for this image's sha256 only.
+    """
+    from publish.promotion import record_verification
+    from undercloud_appliance.stores import open_store
+
+    for name, value in store.env.items():
+        monkeypatch.setenv(name, value)
+    build = make_fake_build(tmp_path / "build", RELEASE, smoke_passed=None)
+    build_id = build_id_of(build)
+    store.cli("publish", str(build))
+    passed = {"passed": True, "stage": "verify", "results": []}
+    failed = {"passed": False, "stage": "verify", "results": []}
+
+    def record(smoke: dict, image_sha256: str | None = None) -> None:
+        backend = open_store(store.url)
+        try:
+            record_verification(backend, RELEASE, build_id, smoke)
+        finally:
+            backend.close()
+        if image_sha256 is not None:  # as if recorded for other bytes
+            path = store.root / RELEASE / build_id / VERIFICATION_NAME
+            path.write_text(
+                json.dumps({**json.loads(path.read_text()), "image_sha256": image_sha256})
+            )
+
+    def promote() -> subprocess.CompletedProcess:
+        return store.cli("promote", RELEASE, build_id, "--label", "stable", check=False)
+
+    record(failed)
+    assert "no smoke test is recorded" in promote().stderr
+    record(passed, image_sha256="0" * 64)
+    refused = promote()
+    assert refused.returncode == 1 and "names another image" in refused.stderr
+    record(passed)
+    promoted = promote()
+    assert promoted.returncode == 0, promoted.stderr
+    assert f"build {build_id}: verified on the store" in promoted.stderr
+    assert (store.root / RELEASE / "stable" / BUILD_ID_NAME).read_text().strip() == build_id
+    assert not (store.root / RELEASE / build_id / PROMOTIONS_NAME).exists(), "not forced"
 
 
 def test_passed_smoke_promotes(store: StoreUnderTest, tmp_path: Path) -> None:
