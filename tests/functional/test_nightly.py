@@ -37,9 +37,7 @@ from tests.support.puddles import (
     make_puddles,
 )
 
-# Two derived builds and two boots: about 10 minutes more than .ci/run's
-# budget holds (README "Tests"); tox -e long runs it.
-pytestmark = [pytest.mark.slow, pytest.mark.outside_ci]
+pytestmark = pytest.mark.slow
 
 PROFILE = "debian-ci"
 P4_BREAKS_KEYSTONE = "2026-11-23.1"

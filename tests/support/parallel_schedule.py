@@ -12,7 +12,8 @@ where:
 - **Order:** the longest module first (``test_import``: the build, then the
   deploy walk-through on its virtual node), then the modules that do not
   need the session's appliance build (they run on the other worker while
-  the build is made), then the ones that do, the update chain first.
+  the build is made), then the ones that do, the P1 chain (nightly, the
+  offline and online updates) first.
 
 The build itself is made once per run however many workers ask for it
 (``tests/conftest.py``, a lock in the run directory); libvirtd is started
@@ -27,8 +28,9 @@ from pathlib import PurePosixPath
 import pytest
 
 LONGEST_FIRST = ("test_import.py",)
-# Both start from the P1 appliance (``p1_offline_update``, a derived build).
+# All start from the P1 appliance (``p1_offline_update``, a derived build).
 SHARED_SCOPES = {
+    "test_nightly.py": "p1-appliance",
     "test_offline_update.py": "p1-appliance",
     "test_online_update.py": "p1-appliance",
 }
