@@ -214,23 +214,21 @@ def finish_disk(
     # Under load, one libguestfs appliance kept failing grub-install three
     # times in a row ("cross-disk install") while a fresh launch on the same
     # disk installs fine; everything before grub-install can be done again.
-    for launch in range(1, GRUB_LAUNCHES + 1):
-        try:
-            return _finish_in_one_launch(
-                disk,
-                family=family,
-                hostname=hostname,
-                kernel_args=kernel_args,
-                release_info=release_info,
-                required_packages=required_packages,
-                user=user,
-                bake_public_key=bake_public_key,
-            )
-        except GrubDiskNotSeen as error:
-            if launch == GRUB_LAUNCHES:
-                raise BuildError(f"libguestfs: {error} (in {launch} launches)") from None
-            log.info("grub-install did not see the disk (%s): launching libguestfs again", error)
-    raise AssertionError("unreachable")
+    launches = transient_failures(GrubDiskNotSeen, GRUB_LAUNCHES, what="libguestfs launch")
+    try:
+        return launches(
+            _finish_in_one_launch,
+            disk,
+            family=family,
+            hostname=hostname,
+            kernel_args=kernel_args,
+            release_info=release_info,
+            required_packages=required_packages,
+            user=user,
+            bake_public_key=bake_public_key,
+        )
+    except GrubDiskNotSeen as error:
+        raise BuildError(f"libguestfs: {error} (in {GRUB_LAUNCHES} launches)") from None
 
 
 def _finish_in_one_launch(
